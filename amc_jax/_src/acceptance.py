@@ -1,0 +1,132 @@
+"""The Metropolis acceptance rule, temperatures, and the NaN/inf guards."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from amc_jax._src import base
+
+
+class Decision(NamedTuple):
+  """Outcome of the acceptance test for one proposal."""
+
+  accepted: jax.Array  # bool scalar
+  acceptance_probability: jax.Array  # min(1, exp(-dU/T)); 0 for a non-finite U'
+
+
+def temperature_at(temperature: base.ScalarOrSchedule, count: jax.Array) -> jax.Array:
+  """The temperature at step ``count``: a constant or ``schedule(count)``."""
+  t = temperature(count) if callable(temperature) else temperature
+  return jnp.asarray(t).astype(base.loss_dtype())
+
+
+def metropolis_decision(
+    key: jax.Array,
+    current_loss: jax.Array,
+    proposed_loss: jax.Array,
+    temperature: jax.Array,
+) -> Decision:
+  r"""The Metropolis criterion :math:`\min(1, e^{-\Delta U/T})` (Section III).
+
+  * A proposal whose loss is NaN or +-inf is always rejected.
+  * Otherwise a move with :math:`\Delta U = U(x') - U(x) \le 0` is accepted.
+  * At ``T > 0`` an uphill move is accepted when ``u < exp(-dU/T)`` for
+    ``u = jax.random.uniform(key)``, compared in log space. ``T <= 0`` (for
+    example a schedule that has reached 0) allows no uphill move.
+
+  Args:
+    key: PRNG key for the uniform draw (drawn whatever the temperature, so the
+      random stream does not depend on it).
+    current_loss: U(x), a finite scalar.
+    proposed_loss: U(x'), any scalar.
+    temperature: T, a scalar.
+
+  Returns:
+    A :class:`Decision`.
+  """
+  u = jax.random.uniform(key, (), current_loss.dtype)
+  finite = jnp.isfinite(proposed_loss)
+  delta = proposed_loss - current_loss
+  downhill = finite & (delta <= 0)
+  hot = temperature > 0
+  safe_t = jnp.where(hot, temperature, jnp.ones_like(temperature))
+  log_p = jnp.where(hot, -delta / safe_t, -jnp.inf)
+  uphill_ok = finite & hot & (jnp.log(u) < log_p)
+  accepted = downhill | uphill_ok
+  prob = jnp.where(
+      downhill, jnp.ones_like(delta), jnp.where(finite, jnp.exp(jnp.minimum(log_p, 0)), 0)
+  )
+  return Decision(accepted=accepted, acceptance_probability=prob.astype(delta.dtype))
+
+
+def as_loss(value: Any, what: str) -> jax.Array:
+  """Checks that a loss is a real scalar and casts it to the loss dtype."""
+  arr = jnp.asarray(value)
+  if arr.shape != ():
+    raise ValueError(
+        f"{what} must be a scalar loss, got an array of shape {arr.shape}."
+        " Reduce it (e.g. with .mean()) inside the loss function."
+    )
+  if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+    raise TypeError(f"{what} must be a real number, got dtype {arr.dtype}.")
+  return arr.astype(base.loss_dtype())
+
+
+def evaluate(value_fn: Callable[..., Any], params: Any, what: str = "value_fn(params)") -> jax.Array:
+  """Evaluates ``value_fn(params)`` and checks that it is a real scalar."""
+  return as_loss(value_fn(params), what)
+
+
+def _raise_bad_current_loss(bad, loss):
+  if np.any(bad):
+    raise FloatingPointError(
+        "amc_jax: the loss of the current params is"
+        f" {np.asarray(loss)[np.asarray(bad)].ravel()[:1][0]}; a Monte Carlo step"
+        " needs a finite current loss to compare proposals against (check the"
+        " initial params, the data of this step, or the value= argument)."
+    )
+
+
+def _is_bad(loss: jax.Array) -> jax.Array:
+  return jnp.isnan(loss) | (loss == -jnp.inf)
+
+
+def raise_if_bad_now(loss: jax.Array) -> None:
+  """Unconditional form of :func:`check_current_loss`, for code that runs rarely.
+
+  A concrete loss is checked at once; a traced one by a host callback that
+  raises only if the loss is bad.
+  """
+  bad = _is_bad(loss)
+  if base.is_concrete(bad):
+    _raise_bad_current_loss(np.asarray(bad), np.asarray(loss))
+  else:
+    jax.debug.callback(_raise_bad_current_loss, bad, loss)
+
+
+def check_current_loss(loss: jax.Array) -> jax.Array:
+  """Raises ``FloatingPointError`` if the current loss is NaN or -inf.
+
+  +inf is allowed: any finite proposal is then accepted. A concrete value is
+  checked at once; a traced one by a host callback that sits inside a
+  ``lax.while_loop`` that runs zero times unless the loss is bad, so a healthy
+  step makes no host callback (under ``vmap`` the loop runs if any chain is
+  bad). Under ``jit`` the error surfaces as a ``JaxRuntimeError`` whose text
+  contains this message.
+  """
+  bad = _is_bad(loss)
+  if base.is_concrete(bad):
+    _raise_bad_current_loss(np.asarray(bad), np.asarray(loss))
+    return loss
+
+  def body(_):
+    jax.debug.callback(_raise_bad_current_loss, bad, loss)
+    return jnp.zeros_like(bad)
+
+  lax.while_loop(lambda b: b, body, bad)
+  return loss

@@ -1,0 +1,417 @@
+"""aMC and Metropolis Monte Carlo as optax transformations.
+
+The one step of Section III of Whitelam et al. (2022) lives in :func:`_step`:
+propose, evaluate, accept/reject, adapt. :func:`amc` and :func:`metropolis`
+are configurations of it. This module knows nothing of flax, data or loops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from optax._src import numerics
+
+from amc_jax._src import acceptance
+from amc_jax._src import base
+from amc_jax._src import proposals
+
+PyTree = Any
+
+# Metropolis never shrinks its step size, so its reject counter never needs to
+# wrap: the largest int32 keeps `n_reject` a true count of consecutive rejections.
+_NEVER_RESET = 2**31 - 1
+
+
+class AMCInfo(NamedTuple):
+  """What happened on the last step.
+
+  Attributes:
+    accepted: bool, whether the proposal was accepted.
+    proposed_loss: U(x') of the proposal (``inf`` before the first step).
+    acceptance_probability: ``min(1, exp(-(U(x') - U(x)) / T))``; 1 for a
+      downhill move, 0 for a rejected uphill move at T = 0 or a non-finite U(x').
+    reset: bool, whether this step hit ``n_reset`` consecutive rejections, so
+      that sigma shrank and mu was zeroed.
+  """
+
+  accepted: jax.Array
+  proposed_loss: jax.Array
+  acceptance_probability: jax.Array
+  reset: jax.Array
+
+
+class AMCState(NamedTuple):
+  """State of :func:`amc` and :func:`metropolis`.
+
+  Attributes:
+    key: typed PRNG key, split on every step.
+    mu: centres of the proposal distribution, a pytree like the params (Eq. 9).
+    sigma: current step size, a scalar (starts at ``sigma0``).
+    n_reject: number of consecutive rejections (``n_cr`` in the paper).
+    loss: loss of the current params (``inf`` until the first step). In batch
+      mode it is the cached U(x) that the next step compares against.
+    count: number of steps taken.
+    n_accept: number of accepted moves.
+    info: an :class:`AMCInfo` for the last step.
+  """
+
+  key: jax.Array
+  mu: PyTree
+  sigma: jax.Array
+  n_reject: jax.Array
+  loss: jax.Array
+  count: jax.Array
+  n_accept: jax.Array
+  info: AMCInfo
+
+
+def _check_like(mu: PyTree, params: PyTree) -> None:
+  m_def, p_def = jax.tree_util.tree_structure(mu), jax.tree_util.tree_structure(params)
+  if m_def != p_def:
+    raise ValueError(
+        "params passed to update must have the structure of the params given to"
+        f" init; got {p_def}, expected {m_def}."
+    )
+  for (path, m), p in zip(
+      jax.tree_util.tree_leaves_with_path(mu), jax.tree_util.tree_leaves(params)
+  ):
+    if jnp.shape(m) != jnp.shape(p) or jnp.result_type(m) != jnp.result_type(p):
+      raise ValueError(
+          f"params leaf {jax.tree_util.keystr(path)} is"
+          f" {jnp.result_type(p)}{list(jnp.shape(p))} but the state was"
+          f" initialised for {jnp.result_type(m)}{list(jnp.shape(m))}."
+      )
+
+
+def _current_loss(
+    state: AMCState,
+    params: PyTree,
+    value_fn: Callable[[PyTree], Any],
+    value: Optional[Any],
+    minibatch: bool,
+) -> jax.Array:
+  """Step 1 of Section III: the loss U(x) of the current params on this data."""
+  if value is not None:
+    return acceptance.check_current_loss(acceptance.as_loss(value, "value"))
+  if minibatch:
+    return acceptance.check_current_loss(acceptance.evaluate(value_fn, params))
+
+  # Batch mode: U(x) is known from the previous step, except on the first.
+  # A while loop (trip count 0 or 1) rather than a cond keeps that first
+  # evaluation out of every later step under vmap too, where a cond with a
+  # batched predicate would evaluate both branches on every step.
+  def first_evaluation(carry):
+    del carry
+    loss = acceptance.evaluate(value_fn, params)
+    acceptance.raise_if_bad_now(loss)
+    return jnp.zeros((), bool), loss
+
+  _, loss = lax.while_loop(
+      lambda carry: carry[0], first_evaluation, (state.count == 0, state.loss)
+  )
+  return loss
+
+
+def _step(
+    state: AMCState,
+    params: PyTree,
+    *,
+    value_fn: Callable[[PyTree], Any],
+    value: Optional[Any],
+    scales: Optional[PyTree],
+    epsilon: base.Scalar,
+    n_reset: base.Scalar,
+    sigma_decay: base.Scalar,
+    temperature: base.ScalarOrSchedule,
+    minibatch: bool,
+) -> tuple[PyTree, AMCState]:
+  """One aMC step, Section III steps 1-4. Returns (updates, new state)."""
+  _check_like(state.mu, params)
+  if scales is not None:
+    proposals.check_scales(scales, params)
+  adapt_mu = not base.is_static_zero(epsilon)
+  key, proposal_key, accept_key = jax.random.split(state.key, 3)
+
+  # 1. Current state.
+  current = _current_loss(state, params, value_fn, value, minibatch)
+
+  # 2. Proposed move, Eq. (9): eps_i ~ N(mu_i, (lambda_i sigma)^2).
+  eps = proposals.gaussian_move(
+      proposal_key, state.mu, state.sigma, scales, use_mu=adapt_mu
+  )
+  proposal = jax.tree_util.tree_map(lambda x, e: x + e, params, eps)
+  proposed = acceptance.evaluate(value_fn, proposal, "value_fn(proposal)")
+  if scales is not None:
+    # Non-finite multipliers give non-finite params, which a loss may ignore.
+    finite_move = jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(e)) for e in jax.tree_util.tree_leaves(eps)])
+    )
+    proposed = jnp.where(finite_move, proposed, jnp.nan)
+  decision = acceptance.metropolis_decision(
+      accept_key,
+      current,
+      proposed,
+      acceptance.temperature_at(temperature, state.count),
+  )
+  accepted = decision.accepted
+
+  # 3. Accept: x -> x', n_cr -> 0, mu -> mu + epsilon (eps - mu), Eq. (10).
+  # 4. Reject: n_cr -> n_cr + 1; at n_cr = n_s: n_cr -> 0, sigma -> 0.95 sigma, mu -> 0.
+  rejections = state.n_reject + 1
+  reset = (~accepted) & (rejections >= jnp.asarray(n_reset).astype(jnp.int32))
+  n_reject = jnp.where(accepted | reset, jnp.zeros_like(rejections), rejections)
+  sigma = jnp.where(
+      reset, state.sigma * jnp.asarray(sigma_decay).astype(state.sigma.dtype), state.sigma
+  )
+  if adapt_mu:
+
+    def new_mu(m, e):
+      rate = jnp.asarray(epsilon).astype(m.dtype)
+      moved = m + rate * (e - m)
+      return jnp.where(accepted, moved, jnp.where(reset, jnp.zeros_like(m), m))
+
+    mu = jax.tree_util.tree_map(new_mu, state.mu, eps)
+  else:
+    mu = state.mu  # identically zero
+  updates = jax.tree_util.tree_map(
+      lambda e: jnp.where(accepted, e, jnp.zeros_like(e)), eps
+  )
+  new_state = AMCState(
+      key=key,
+      mu=mu,
+      sigma=sigma,
+      n_reject=n_reject,
+      loss=jnp.where(accepted, proposed, current),
+      count=numerics.safe_increment(state.count),
+      n_accept=state.n_accept + accepted.astype(state.n_accept.dtype),
+      info=AMCInfo(
+          accepted=accepted,
+          proposed_loss=proposed,
+          acceptance_probability=decision.acceptance_probability,
+          reset=reset,
+      ),
+  )
+  return updates, new_state
+
+
+def amc(
+    sigma0: base.Scalar,
+    epsilon: base.Scalar = 0.0,
+    n_reset: int = 100,
+    sigma_decay: base.Scalar = 0.95,
+    temperature: base.ScalarOrSchedule = 0.0,
+    *,
+    minibatch: bool = False,
+    seed: base.PRNGKeyLike = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Adaptive Monte Carlo (aMC), Section III of Whitelam et al. (2022).
+
+  Each step proposes a move of every parameter,
+
+  .. math::
+    x_i \to x_i' = x_i + \epsilon_i, \qquad
+    \epsilon_i \sim \mathcal{N}(\mu_i, (\lambda_i \sigma)^2) \quad \text{(Eq. 9)},
+
+  evaluates the loss :math:`U(x')`, and accepts the move with the Metropolis
+  probability :math:`\min(1, e^{-\Delta U / T})`, which at :math:`T = 0` means
+  accept iff :math:`U(x') \le U(x)`. On acceptance the number of consecutive
+  rejections :math:`n_{cr}` is set to 0 and the proposal centres follow the
+  accepted move,
+
+  .. math::
+    \mu_i \to \mu_i + \epsilon\,(\epsilon_i - \mu_i) \quad \text{(Eq. 10)};
+
+  on rejection :math:`n_{cr} \to n_{cr} + 1`, and when it reaches
+  ``n_reset`` (:math:`n_s`): :math:`n_{cr} \to 0`,
+  :math:`\sigma \to` ``sigma_decay`` :math:`\cdot\,\sigma` and
+  :math:`\mu_i \to 0`. A proposal whose loss is NaN or infinite is always
+  rejected.
+
+  The returned updates are exactly the accepted move :math:`\epsilon` (so
+  ``optax.apply_updates(params, updates)`` is bit-identical to the proposal
+  that was evaluated) or zeros. The incoming ``updates`` (gradients, in other
+  optimizers) are ignored: pass ``None``.
+
+  **Batch mode** (default): the loss of the current params is cached in the
+  state, so every step after the first costs one call of ``value_fn``. Use it
+  when ``value_fn`` sees the same data on every step. **Minibatch mode**
+  (``minibatch=True``): every step evaluates both :math:`U(x)` and
+  :math:`U(x')` on this step's data (two calls). Passing ``value=`` (the
+  current params' loss on this step's data, e.g. from a previous forward pass)
+  re-bases the comparison on it in either mode, at the cost of one call.
+
+  Random numbers: each step splits ``state.key`` into
+  ``(next key, proposal key, acceptance key)``; the standard normals of the
+  move are ``jax.random.normal(proposal_key, (N,))`` for the ``N`` parameters
+  in ``jax.tree_util.tree_leaves`` order (see
+  :func:`amc_jax.standard_normal_like`), and the uniform of the Metropolis test
+  is ``jax.random.uniform(acceptance_key, ())``.
+
+  Args:
+    sigma0: initial step size :math:`\sigma_0 > 0`.
+    epsilon: rate :math:`\epsilon` at which the proposal centres follow
+      accepted moves (Eq. 10). 0 switches the adaptation of mu off (and skips
+      it in the compiled step). The paper uses values in [-5e-3, 0.1].
+    n_reset: number of consecutive rejections :math:`n_s \ge 1` after which
+      sigma shrinks and mu is zeroed.
+    sigma_decay: factor in (0, 1] applied to sigma at a reset (0.95 in the
+      paper; 1 keeps sigma fixed).
+    temperature: :math:`T \ge 0`, a float or an optax schedule mapping the step
+      count to T. A decreasing schedule is simulated annealing. A schedule
+      value <= 0 allows no uphill move.
+    minibatch: evaluate the current params' loss on every step (see above).
+    seed: an int or a ``jax.random.key`` (a legacy ``PRNGKey`` is accepted).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``. Its ``update`` is called as
+    ``tx.update(updates, state, params, *, value_fn, value=None, scales=None)``
+    where ``value_fn(params)`` returns the scalar loss (it needs no gradient:
+    argmax or integer losses are fine), ``value`` optionally gives the current
+    params' loss, and ``scales`` is an optional pytree like params of
+    multipliers :math:`\lambda_i` (Eq. 9; e.g. from signal norm). Other extra
+    arguments are ignored, so it chains with other optax transformations.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, amc_jax
+    >>> def loss(params):
+    ...   return jnp.sum((params["x"] - 1.0) ** 2)
+    >>> tx = amc_jax.amc(sigma0=0.1, epsilon=0.1, n_reset=20, seed=0)
+    >>> params = {"x": jnp.zeros(3)}
+    >>> state = tx.init(params)
+    >>> @jax.jit
+    ... def step(params, state):
+    ...   updates, state = tx.update(None, state, params, value_fn=loss)
+    ...   return optax.apply_updates(params, updates), state
+    >>> for _ in range(500):
+    ...   params, state = step(params, state)
+    >>> bool(state.loss < 0.05), int(state.count)
+    (True, 500)
+
+  References:
+    Whitelam, Selin, Benlolo, Casert, Tamblyn, `Training neural networks using
+    Metropolis Monte Carlo and an adaptive variant
+    <https://arxiv.org/abs/2205.07408>`_, 2022.
+  """
+  base.check_positive("sigma0", sigma0)
+  base.check_finite("epsilon", epsilon)
+  base.check_count("n_reset", n_reset)
+  base.check_unit_interval("sigma_decay", sigma_decay)
+  base.check_temperature(temperature)
+  if not isinstance(minibatch, bool):
+    raise TypeError(f"minibatch must be a bool, got {minibatch!r}.")
+  if base.is_concrete(seed):
+    base.as_key(seed)  # validate the type now rather than at init
+
+  def init_fn(params: PyTree) -> AMCState:
+    proposals.check_params(params)
+    dtype = base.loss_dtype()
+    return AMCState(
+        key=base.as_key(seed),
+        mu=jax.tree_util.tree_map(jnp.zeros_like, params),
+        sigma=jnp.asarray(sigma0).astype(dtype),
+        n_reject=jnp.zeros([], jnp.int32),
+        loss=jnp.full([], jnp.inf, dtype),
+        count=jnp.zeros([], jnp.int32),
+        n_accept=jnp.zeros([], jnp.int32),
+        info=AMCInfo(
+            accepted=jnp.zeros([], bool),
+            proposed_loss=jnp.full([], jnp.inf, dtype),
+            acceptance_probability=jnp.zeros([], dtype),
+            reset=jnp.zeros([], bool),
+        ),
+    )
+
+  def update_fn(
+      updates: Any,
+      state: AMCState,
+      params: Optional[PyTree] = None,
+      *,
+      value_fn: Optional[Callable[[PyTree], Any]] = None,
+      value: Optional[Any] = None,
+      scales: Optional[PyTree] = None,
+      **extra_args: Any,
+  ) -> tuple[PyTree, AMCState]:
+    del updates, extra_args  # Monte Carlo uses no gradients.
+    if params is None:
+      raise ValueError(
+          "amc_jax transformations need the current params: call"
+          " tx.update(updates, state, params, value_fn=...)."
+      )
+    if value_fn is None:
+      raise TypeError(
+          "amc_jax transformations need the loss: pass value_fn=, a function"
+          " params -> scalar loss, as a keyword argument of tx.update."
+      )
+    if not callable(value_fn):
+      raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
+    return _step(
+        state,
+        params,
+        value_fn=value_fn,
+        value=value,
+        scales=scales,
+        epsilon=epsilon,
+        n_reset=n_reset,
+        sigma_decay=sigma_decay,
+        temperature=temperature,
+        minibatch=minibatch,
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def metropolis(
+    sigma: base.Scalar,
+    temperature: base.ScalarOrSchedule = 0.0,
+    *,
+    minibatch: bool = False,
+    seed: base.PRNGKeyLike = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Plain Metropolis Monte Carlo: aMC with :math:`\epsilon = 0` and fixed sigma.
+
+  Each step proposes :math:`x_i \to x_i + \epsilon_i` with
+  :math:`\epsilon_i \sim \mathcal{N}(0, (\lambda_i\sigma)^2)` (Eq. 1 of
+  Whitelam et al. 2022, Eq. 9 with :math:`\mu = 0`) and accepts it with
+  probability :math:`\min(1, e^{-\Delta U/T})`. At :math:`T > 0` the chain
+  samples the Boltzmann distribution :math:`\propto e^{-U(x)/T}`; at
+  :math:`T = 0` it only moves downhill. Same step, state and arguments as
+  :func:`amc`; ``n_reject`` counts consecutive rejections without wrapping.
+
+  Args:
+    sigma: step size :math:`\sigma > 0`.
+    temperature: :math:`T \ge 0`, a float or an optax schedule.
+    minibatch: evaluate the current params' loss on every step.
+    seed: an int or a ``jax.random.key``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; see :func:`amc`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, amc_jax
+    >>> tx = amc_jax.metropolis(sigma=0.5, temperature=1.0, seed=1)
+    >>> params = jnp.zeros(2)
+    >>> state = tx.init(params)
+    >>> energy = lambda x: 0.5 * jnp.sum(x**2)
+    >>> updates, state = tx.update(None, state, params, value_fn=energy)
+    >>> params = optax.apply_updates(params, updates)
+    >>> int(state.count)
+    1
+
+  References:
+    Metropolis, Rosenbluth, Rosenbluth, Teller, Teller, Equation of state
+    calculations by fast computing machines, J. Chem. Phys. 21, 1087 (1953).
+  """
+  base.check_positive("sigma", sigma)
+  return amc(
+      sigma,
+      epsilon=0.0,
+      n_reset=_NEVER_RESET,
+      sigma_decay=1.0,
+      temperature=temperature,
+      minibatch=minibatch,
+      seed=seed,
+  )

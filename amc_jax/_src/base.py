@@ -1,0 +1,142 @@
+"""Shared types and input validation for amc_jax transformations.
+
+Hyperparameters are validated eagerly, at construction, with the offending
+value in the message (the ``optax.contrib.reduce_on_plateau`` habit). Values
+that are tracers (for example under ``optax.inject_hyperparams`` inside a
+jitted update) cannot be inspected and are let through: their ranges were
+checked when the transformation was first built from concrete numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Scalar = Union[float, int, jax.Array]
+ScalarOrSchedule = Union[Scalar, Callable[[jax.Array], jax.Array]]
+PRNGKeyLike = Union[int, jax.Array]
+
+
+def is_concrete(x: Any) -> bool:
+  """True when ``x`` is a Python/NumPy number or a non-traced JAX value."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _scalar_value(name: str, x: Any) -> float | None:
+  """Returns ``x`` as a float if it is concrete, else ``None`` (traced)."""
+  if isinstance(x, bool) or isinstance(x, np.bool_):
+    raise TypeError(f"{name} must be a number, got the boolean {x!r}.")
+  if not is_concrete(x):
+    return None
+  if isinstance(x, numbers.Real):
+    return float(x)
+  arr = np.asarray(x)
+  if arr.shape != ():
+    raise ValueError(f"{name} must be a scalar, got an array of shape {arr.shape}.")
+  if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
+      arr.dtype, np.complexfloating
+  ):
+    raise TypeError(f"{name} must be a real number, got dtype {arr.dtype}.")
+  return float(arr)
+
+
+def check_positive(name: str, x: Any) -> None:
+  v = _scalar_value(name, x)
+  if v is not None and not (math.isfinite(v) and v > 0):
+    raise ValueError(f"{name} must be a finite number > 0, got {x!r}.")
+
+
+def check_finite(name: str, x: Any) -> None:
+  v = _scalar_value(name, x)
+  if v is not None and not math.isfinite(v):
+    raise ValueError(f"{name} must be finite, got {x!r}.")
+
+
+def check_unit_interval(name: str, x: Any) -> None:
+  """Checks ``0 < x <= 1``."""
+  v = _scalar_value(name, x)
+  if v is not None and not (0.0 < v <= 1.0):
+    raise ValueError(f"{name} must lie in (0, 1], got {x!r}.")
+
+
+def check_count(name: str, x: Any) -> None:
+  """Checks that ``x`` is an integer >= 1."""
+  v = _scalar_value(name, x)
+  if v is None:
+    return
+  if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral):
+    if not float(x).is_integer():
+      raise ValueError(f"{name} must be an integer >= 1, got {x!r}.")
+  if not v >= 1:
+    raise ValueError(f"{name} must be an integer >= 1, got {x!r}.")
+
+
+def check_temperature(temperature: ScalarOrSchedule) -> None:
+  """Temperatures are >= 0; a schedule is checked at step 0."""
+  if callable(temperature):
+    try:
+      t0 = temperature(jnp.zeros([], jnp.int32))
+    except Exception as e:  # pylint: disable=broad-except
+      raise TypeError(
+          "temperature schedule must be callable as schedule(count) with an"
+          f" integer step count; calling it at count 0 failed with: {e!r}"
+      ) from e
+    if is_concrete(t0):
+      arr = np.asarray(t0)
+      if arr.shape != ():
+        raise ValueError(
+            "temperature schedule must return a scalar, got shape"
+            f" {arr.shape} at count 0."
+        )
+      if not (np.isfinite(arr) and arr >= 0):
+        raise ValueError(
+            f"temperature must be finite and >= 0, the schedule gives {arr!r}"
+            " at count 0."
+        )
+    return
+  v = _scalar_value("temperature", temperature)
+  if v is not None and not (math.isfinite(v) and v >= 0):
+    raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}.")
+
+
+def is_static_zero(x: Any) -> bool:
+  """True when ``x`` is a concrete number known to be exactly zero."""
+  if callable(x) or not is_concrete(x):
+    return False
+  try:
+    return float(np.asarray(x)) == 0.0
+  except (TypeError, ValueError):
+    return False
+
+
+def as_key(seed: PRNGKeyLike, name: str = "seed") -> jax.Array:
+  """Turns an int seed, a raw uint32 key or a typed key into a typed key."""
+  if isinstance(seed, (bool, np.bool_)):
+    raise TypeError(f"{name} must be an int or a jax.random.key, got {seed!r}.")
+  if isinstance(seed, numbers.Integral):
+    return jax.random.key(int(seed))
+  if isinstance(seed, (jax.Array, np.ndarray)) or hasattr(seed, "dtype"):
+    dtype = seed.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+      return seed
+    if jnp.issubdtype(dtype, jnp.integer):
+      if jnp.ndim(seed) == 0:
+        return jax.random.key(seed)
+      if jnp.shape(seed)[-1:] == (2,) and dtype == jnp.uint32:
+        # A legacy ``jax.random.PRNGKey`` (raw threefry key data).
+        return jax.random.wrap_key_data(seed)
+    raise TypeError(
+        f"{name} must be an int or a jax.random.key, got an array of dtype"
+        f" {dtype} and shape {jnp.shape(seed)}."
+    )
+  raise TypeError(f"{name} must be an int or a jax.random.key, got {seed!r}.")
+
+
+def loss_dtype() -> jnp.dtype:
+  """The dtype in which losses and step sizes are kept: JAX's default float."""
+  return jnp.result_type(float)
