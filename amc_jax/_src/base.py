@@ -38,8 +38,8 @@ def _scalar_value(name: str, x: Any) -> float | None:
   arr = np.asarray(x)
   if arr.shape != ():
     raise ValueError(f"{name} must be a scalar, got an array of shape {arr.shape}.")
-  if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
-      arr.dtype, np.complexfloating
+  if not (
+      jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
   ):
     raise TypeError(f"{name} must be a real number, got dtype {arr.dtype}.")
   return float(arr)

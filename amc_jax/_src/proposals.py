@@ -36,8 +36,12 @@ def noise_dtype(params: PyTree) -> jnp.dtype:
   The widest floating dtype among the leaves, and at least float32, so that
   bfloat16 params receive float32 normals rounded once to bfloat16.
   """
-  dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(params)]
-  return jnp.result_type(jnp.float32, *dtypes)
+  widest = jnp.dtype(jnp.float32)
+  for leaf in jax.tree_util.tree_leaves(params):
+    dtype = jnp.dtype(jnp.result_type(leaf))
+    if dtype.itemsize > widest.itemsize:
+      widest = dtype
+  return widest
 
 
 def standard_normal_like(key: jax.Array, params: PyTree) -> PyTree:

@@ -1,0 +1,241 @@
+"""One contract, checked for every amc_jax transformation (the optax alias_test habit)."""
+
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import amc_jax
+
+TRANSFORMATIONS = {
+    "amc": lambda seed=0: amc_jax.amc(0.1, epsilon=0.1, n_reset=20, seed=seed),
+    "amc_minibatch": lambda seed=0: amc_jax.amc(
+        0.1, epsilon=0.1, n_reset=20, minibatch=True, seed=seed
+    ),
+    "amc_annealed": lambda seed=0: amc_jax.amc(
+        0.1, epsilon=0.05, n_reset=20, seed=seed,
+        temperature=optax.exponential_decay(1e-2, 200, 0.1),
+    ),
+    "metropolis": lambda seed=0: amc_jax.metropolis(0.02, seed=seed),
+    "amc_injected": lambda seed=0: optax.inject_hyperparams(amc_jax.amc)(
+        sigma0=0.1, epsilon=0.1, n_reset=20, seed=seed
+    ),
+    "amc_chained": lambda seed=0: optax.chain(
+        amc_jax.amc(0.1, epsilon=0.1, n_reset=20, seed=seed), optax.scale(1.0)
+    ),
+}
+NAMES = list(TRANSFORMATIONS)
+
+
+def parabola(params):
+  return jnp.sum((params["w"] - 0.5) ** 2) + jnp.sum((params["b"] + 1.0) ** 2)
+
+
+def rosenbrock(params):
+  x, y = params[0], params[1]
+  return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
+
+
+def run(tx, params, loss, n_steps):
+  """n_steps of tx in one jitted lax.scan; returns params, state and losses."""
+  state = tx.init(params)
+
+  @jax.jit
+  def go(params, state):
+    def body(carry, _):
+      params, state = carry
+      updates, state = tx.update(None, state, params, value_fn=loss)
+      params = optax.apply_updates(params, updates)
+      return (params, state), loss(params)
+
+    return jax.lax.scan(body, (params, state), None, length=n_steps)
+
+  (params, state), losses = go(params, state)
+  return params, state, losses
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_converges_on_parabola(name):
+  params = {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}
+  _, _, losses = run(TRANSFORMATIONS[name](), params, parabola, 1500)
+  assert float(parabola(params)) == pytest.approx(2.75)
+  assert float(losses[-1]) < 1e-2 * 2.75
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_descends_rosenbrock(name):
+  params = jnp.array([-2.0, 2.0])
+  _, _, losses = run(TRANSFORMATIONS[name](), params, rosenbrock, 3000)
+  # f(-2, 2) = 409; the valley floor near (-1, 1) is at f ~ 4.
+  assert float(losses[-1]) < 5.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_recompilation_on_second_call(name):
+  tx = TRANSFORMATIONS[name]()
+  params = {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(None, state, params, value_fn=parabola)
+    return optax.apply_updates(params, updates), state
+
+  params, state = step(params, state)
+  params, state = step(params, state)
+  params, state = step(params, state)
+  assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ignores_unknown_extra_args_and_gradients(name):
+  tx = TRANSFORMATIONS[name]()
+  params = {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}
+  state = tx.init(params)
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  u1, s1 = tx.update(grads, state, params, value_fn=parabola, unknown_arg=3)
+  u2, s2 = tx.update(None, state, params, value_fn=parabola)
+  chex.assert_trees_all_equal(u1, u2)
+  chex.assert_trees_all_equal(
+      jax.tree_util.tree_map(_key_data, s1), jax.tree_util.tree_map(_key_data, s2)
+  )
+
+
+def _key_data(x):
+  if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return jax.random.key_data(x)
+  return x
+
+
+def _dtypes(tree):
+  return jax.tree_util.tree_map(lambda x: jnp.result_type(x), tree)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_dtypes_and_state_structure_are_preserved(name, dtype, request):
+  if dtype == "float64":
+    request.getfixturevalue("x64")
+  dtype = jnp.dtype(dtype)
+  tx = TRANSFORMATIONS[name]()
+  params = {"w": jnp.zeros((3,), dtype), "b": jnp.zeros((2,), dtype)}
+  loss = lambda p: parabola(jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), p))
+  state0 = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(None, state, params, value_fn=loss)
+    return updates, optax.apply_updates(params, updates), state
+
+  updates, new_params, state = step(params, state0)
+  for _ in range(20):
+    updates, new_params, state = step(new_params, state)
+  assert _dtypes(updates) == _dtypes(params)
+  assert _dtypes(new_params) == _dtypes(params)
+  assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(state0)
+  assert _dtypes(state) == _dtypes(state0)
+  chex.assert_trees_all_equal_shapes(state, state0)
+  assert float(loss(new_params)) < float(loss(params))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_updates_are_exactly_the_evaluated_proposal(name):
+  """params + updates is bit-identical to the proposal that value_fn saw.
+
+  The loss hashes the exact bit patterns of the params, so a proposal that
+  differs from the applied params in any bit would give a different loss.
+  """
+
+  def bit_hash_loss(params):
+    bits = [
+        jax.lax.bitcast_convert_type(leaf, jnp.uint32).ravel()
+        for leaf in jax.tree_util.tree_leaves(params)
+    ]
+    h = jnp.uint32(2166136261)
+    for b in bits:
+      for i in range(b.shape[0]):
+        h = (h ^ b[i]) * jnp.uint32(16777619)  # FNV-1a over the words
+    return (h >> 8).astype(jnp.float32) / 2.0**24  # in [0, 1)
+
+  tx = TRANSFORMATIONS[name]()
+  params = {"w": jnp.full((3,), 0.3), "b": jnp.full((2,), -0.7)}
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(None, state, params, value_fn=bit_hash_loss)
+    new_params = optax.apply_updates(params, updates)
+    return new_params, state, bit_hash_loss(new_params)
+
+  n_accepted = 0
+  for _ in range(40):
+    params, state, recomputed = step(params, state)
+    if bool(_amc(state).info.accepted):
+      n_accepted += 1
+      assert float(recomputed) == float(_amc(state).info.proposed_loss)
+    assert float(recomputed) == float(_amc(state).loss)
+  assert n_accepted > 0
+
+
+def _amc(state):
+  """The AMCState inside a possibly wrapped (chained, injected) state."""
+  found = [
+      s for s in jax.tree_util.tree_leaves(
+          state, is_leaf=lambda x: isinstance(x, amc_jax.AMCState)
+      ) if isinstance(s, amc_jax.AMCState)
+  ]
+  assert len(found) == 1
+  return found[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scan_equals_python_loop(name):
+  """A lax.scan of steps and a Python loop of jitted steps agree bit for bit."""
+  tx = TRANSFORMATIONS[name]()
+  params = {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}
+  scanned, state_scan, _ = run(tx, params, parabola, 50)
+
+  state = tx.init(params)
+  step = jax.jit(lambda p, s: tx.update(None, s, p, value_fn=parabola))
+  for _ in range(50):
+    updates, state = step(params, state)
+    params = optax.apply_updates(params, updates)
+  chex.assert_trees_all_equal(params, scanned)
+  assert int(_amc(state).n_accept) == int(_amc(state_scan).n_accept)
+
+
+class MLP(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Dense(16)(x))
+    return nn.Dense(2)(x)
+
+
+@pytest.mark.parametrize("name", ["amc", "metropolis"])
+def test_trains_flax_params_with_a_non_differentiable_loss(name):
+  """Classification error (argmax, integer count) has no useful gradient."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(200, 4)).astype(np.float32)
+  y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int32)
+  model = MLP()
+  variables = model.init(jax.random.key(0), x)
+
+  def n_errors(variables):
+    pred = jnp.argmax(model.apply(variables, x), axis=-1)
+    return jnp.sum(pred != y)  # an integer: no gradient at all
+
+  tx = TRANSFORMATIONS[name]()
+  start = int(n_errors(variables))
+  variables, state, _ = run(tx, variables, n_errors, 600)
+  assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(
+      model.init(jax.random.key(0), x)
+  )
+  end = int(n_errors(variables))
+  assert end < start / 2, (start, end)
+  assert float(_amc(state).loss) == end
