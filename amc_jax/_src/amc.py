@@ -101,6 +101,10 @@ def _current_loss(
     return acceptance.check_current_loss(acceptance.evaluate(value_fn, params))
 
   # Batch mode: U(x) is known from the previous step, except on the first.
+  if base.is_concrete(state.count):  # eager call: plain Python control flow
+    if int(state.count) == 0:
+      return acceptance.check_current_loss(acceptance.evaluate(value_fn, params))
+    return state.loss
   # A while loop (trip count 0 or 1) rather than a cond keeps that first
   # evaluation out of every later step under vmap too, where a cond with a
   # batched predicate would evaluate both branches on every step.

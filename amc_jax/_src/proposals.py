@@ -122,7 +122,7 @@ def gaussian_move(
     dtype = jnp.result_type(m)
     step = sigma.astype(dtype)
     if lam is not None:
-      step = step * jnp.asarray(lam).astype(dtype)
+      step = step * jnp.broadcast_to(jnp.asarray(lam).astype(dtype), jnp.shape(m))
     move = step * zi
     return m + move if use_mu else move
 
