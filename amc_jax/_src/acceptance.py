@@ -96,19 +96,6 @@ def _is_bad(loss: jax.Array) -> jax.Array:
   return jnp.isnan(loss) | (loss == -jnp.inf)
 
 
-def raise_if_bad_now(loss: jax.Array) -> None:
-  """Unconditional form of :func:`check_current_loss`, for code that runs rarely.
-
-  A concrete loss is checked at once; a traced one by a host callback that
-  raises only if the loss is bad.
-  """
-  bad = _is_bad(loss)
-  if base.is_concrete(bad):
-    _raise_bad_current_loss(np.asarray(bad), np.asarray(loss))
-  else:
-    jax.debug.callback(_raise_bad_current_loss, bad, loss)
-
-
 def check_current_loss(loss: jax.Array) -> jax.Array:
   """Raises ``FloatingPointError`` if the current loss is NaN or -inf.
 

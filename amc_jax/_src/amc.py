@@ -108,16 +108,17 @@ def _current_loss(
   # A while loop (trip count 0 or 1) rather than a cond keeps that first
   # evaluation out of every later step under vmap too, where a cond with a
   # batched predicate would evaluate both branches on every step.
+  # The NaN guard's host callback stays out of that loop's body: under vmap a
+  # callback runs once per chain, and the guard's own loop runs only if a
+  # loss is bad.
   def first_evaluation(carry):
     del carry
-    loss = acceptance.evaluate(value_fn, params)
-    acceptance.raise_if_bad_now(loss)
-    return jnp.zeros((), bool), loss
+    return jnp.zeros((), bool), acceptance.evaluate(value_fn, params)
 
   _, loss = lax.while_loop(
       lambda carry: carry[0], first_evaluation, (state.count == 0, state.loss)
   )
-  return loss
+  return acceptance.check_current_loss(loss)
 
 
 def _step(
