@@ -83,13 +83,16 @@ def evaluate(value_fn: Callable[..., Any], params: Any, what: str = "value_fn(pa
 
 
 def _raise_bad_current_loss(bad, loss):
+  """Host side of the guard: raises if any loss is bad, else returns them."""
+  bad, loss = np.asarray(bad), np.asarray(loss)
   if np.any(bad):
     raise FloatingPointError(
         "amc_jax: the loss of the current params is"
-        f" {np.asarray(loss)[np.asarray(bad)].ravel()[:1][0]}; a Monte Carlo step"
+        f" {loss[bad].ravel()[0] if loss.ndim else loss}; a Monte Carlo step"
         " needs a finite current loss to compare proposals against (check the"
         " initial params, the data of this step, or the value= argument)."
     )
+  return np.zeros(bad.shape, bool), loss
 
 
 def _is_bad(loss: jax.Array) -> jax.Array:
@@ -102,18 +105,25 @@ def check_current_loss(loss: jax.Array) -> jax.Array:
   +inf is allowed: any finite proposal is then accepted. A concrete value is
   checked at once; a traced one by a host callback that sits inside a
   ``lax.while_loop`` that runs zero times unless the loss is bad, so a healthy
-  step makes no host callback (under ``vmap`` the loop runs if any chain is
-  bad). Under ``jit`` the error surfaces as a ``JaxRuntimeError`` whose text
-  contains this message.
+  step makes no host callback. Under ``vmap`` the loop runs if any chain is
+  bad, and the callback is vectorised (``vmap_method="expand_dims"``): one
+  callback for the whole ensemble, not one per chain. Under ``jit`` the error
+  surfaces as a ``JaxRuntimeError`` whose text contains this message.
   """
   bad = _is_bad(loss)
   if base.is_concrete(bad):
-    _raise_bad_current_loss(np.asarray(bad), np.asarray(loss))
+    _raise_bad_current_loss(bad, loss)
     return loss
 
-  def body(_):
-    jax.debug.callback(_raise_bad_current_loss, bad, loss)
-    return jnp.zeros_like(bad)
+  def body(carry):
+    # The loss flows through the callback, so neither the callback nor the
+    # loop can be dropped as dead code; the callback returns it or raises.
+    return jax.pure_callback(
+        _raise_bad_current_loss,
+        (jax.ShapeDtypeStruct(bad.shape, jnp.bool_), jax.ShapeDtypeStruct(loss.shape, loss.dtype)),
+        *carry,
+        vmap_method="expand_dims",
+    )
 
-  lax.while_loop(lambda b: b, body, bad)
+  _, loss = lax.while_loop(lambda carry: carry[0], body, (bad, loss))
   return loss

@@ -148,14 +148,23 @@ def _step(
   eps = proposals.gaussian_move(
       proposal_key, state.mu, state.sigma, scales, use_mu=adapt_mu
   )
-  proposal = jax.tree_util.tree_map(lambda x, e: x + e, params, eps)
+  # x' = x + select(finite, eps, 0) rather than x + eps: the caller applies
+  # x + select(accepted, eps, 0), and the proposal must round exactly like
+  # it. A bare x + sigma * z lets XLA:CPU contract the multiply and the add
+  # into one fused multiply-add (one rounding instead of two), so params +
+  # updates would miss the evaluated proposal by an ulp; a select between
+  # them blocks the contraction on both sides alike.
+  finite = jax.tree_util.tree_map(jnp.isfinite, eps)
+  proposal = jax.tree_util.tree_map(
+      lambda x, e, ok: x + jnp.where(ok, e, jnp.zeros_like(e)), params, eps, finite
+  )
   proposed = acceptance.evaluate(value_fn, proposal, "value_fn(proposal)")
-  if scales is not None:
-    # Non-finite multipliers give non-finite params, which a loss may ignore.
-    finite_move = jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(e)) for e in jax.tree_util.tree_leaves(eps)])
-    )
-    proposed = jnp.where(finite_move, proposed, jnp.nan)
+  # A non-finite move (from non-finite scales) is never accepted, whatever the
+  # loss says about the proposal in which it was zeroed.
+  finite_move = jnp.all(
+      jnp.stack([jnp.all(ok) for ok in jax.tree_util.tree_leaves(finite)])
+  )
+  proposed = jnp.where(finite_move, proposed, jnp.nan)
   decision = acceptance.metropolis_decision(
       accept_key,
       current,
