@@ -108,17 +108,17 @@ def _current_loss(
   # A while loop (trip count 0 or 1) rather than a cond keeps that first
   # evaluation out of every later step under vmap too, where a cond with a
   # batched predicate would evaluate both branches on every step.
-  # The NaN guard's host callback stays out of that loop's body: under vmap a
-  # callback runs once per chain, and the guard's own loop runs only if a
-  # loss is bad.
+  # Later steps need no NaN guard: the cached loss is that of an accepted,
+  # hence finite, proposal.
   def first_evaluation(carry):
     del carry
-    return jnp.zeros((), bool), acceptance.evaluate(value_fn, params)
+    loss = acceptance.evaluate(value_fn, params)
+    return jnp.zeros((), bool), acceptance.checked_in_place(loss)
 
   _, loss = lax.while_loop(
       lambda carry: carry[0], first_evaluation, (state.count == 0, state.loss)
   )
-  return acceptance.check_current_loss(loss)
+  return loss
 
 
 def _step(
