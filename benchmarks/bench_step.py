@@ -69,8 +69,13 @@ def scan_floor(loss, n_steps):
     def body(carry, _):
       params, key, current = carry
       key, sub = jax.random.split(key)
-      flat, unravel = jax.flatten_util.ravel_pytree(params)
-      proposal = unravel(flat + 1e-3 * jax.random.normal(sub, flat.shape))
+      leaves, treedef = jax.tree_util.tree_flatten(params)
+      z = jax.random.normal(sub, (sum(x.size for x in leaves),))
+      out, offset = [], 0
+      for x in leaves:
+        out.append(x + 1e-3 * z[offset : offset + x.size].reshape(x.shape))
+        offset += x.size
+      proposal = jax.tree_util.tree_unflatten(treedef, out)
       proposed = loss(proposal)
       accept = proposed <= current
       params = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), proposal, params)
@@ -114,7 +119,6 @@ def main(argv=None):
       "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_step.json")
   )
   args = parser.parse_args(argv)
-  import jax.flatten_util  # noqa: F401  (used in scan_floor)
 
   params, loss = sine_problem()
   n = args.steps
