@@ -5,19 +5,45 @@ from amc_jax._src.amc import AMCInfo
 from amc_jax._src.amc import AMCState
 from amc_jax._src.amc import amc
 from amc_jax._src.amc import metropolis
+from amc_jax._src.checkpoint import restore_checkpoint
+from amc_jax._src.checkpoint import save_checkpoint
 from amc_jax._src.ensemble import init_ensemble
+from amc_jax._src.fit import FitResult
+from amc_jax._src.fit import ProgressiveBatching
+from amc_jax._src.fit import fit
+from amc_jax._src.fit import select_chain
+from amc_jax._src.flax_utils import TrainState
+from amc_jax._src.flax_utils import nnx_value_fn
 from amc_jax._src.proposals import gaussian_move
 from amc_jax._src.proposals import standard_normal_like
+from amc_jax._src.sharding import device_mesh
+from amc_jax._src.sharding import ensemble_map
+from amc_jax._src.sharding import replicate
+from amc_jax._src.sharding import shard_batch
+from amc_jax._src.sharding import shard_ensemble
 
 __version__ = "0.1.0"
 
 __all__ = (
     "AMCInfo",
     "AMCState",
+    "FitResult",
+    "ProgressiveBatching",
+    "TrainState",
     "amc",
+    "device_mesh",
+    "ensemble_map",
+    "fit",
     "gaussian_move",
     "init_ensemble",
     "metropolis",
     "metropolis_decision",
+    "nnx_value_fn",
+    "replicate",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "select_chain",
+    "shard_batch",
+    "shard_ensemble",
     "standard_normal_like",
 )

@@ -1,0 +1,322 @@
+"""Checkpoints of any pytree: params, AMCState, optax states, train states.
+
+The file is flax msgpack (``flax.serialization.msgpack_serialize``) of a
+nested dict built from JAX key paths: ``{"params": {"Dense_0": {"kernel":
+...}}, "opt_state": {"mu": ..., "key": ...}}``. For dicts, lists, named tuples
+and flax dataclasses this is the layout of flax's state dicts; unlike
+``flax.serialization.to_state_dict`` it covers every registered pytree,
+``nnx.State`` included. A typed PRNG key (``jax.random.key``) is stored as
+``{"__prng_key_impl__": impl name, "key_data": uint32 array}`` and restored
+with ``jax.random.wrap_key_data``, so a resumed run draws the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+PyTree = Any
+PathLike = Union[str, "os.PathLike[str]"]
+
+_FORMAT = "amc_jax.checkpoint"
+_VERSION = 1
+_KEY_IMPL = "__prng_key_impl__"
+_KEY_DATA = "key_data"
+# How many mismatches an error message lists before it says "and N more".
+_MAX_LISTED = 8
+
+
+def _is_prng_key(x: Any) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _entry_name(entry: Any) -> str:
+  """The dict key under which one step of a JAX key path is stored."""
+  if isinstance(entry, jax.tree_util.DictKey):
+    return str(entry.key)
+  if isinstance(entry, jax.tree_util.GetAttrKey):
+    return entry.name
+  if isinstance(entry, jax.tree_util.SequenceKey):
+    return str(entry.idx)
+  if isinstance(entry, jax.tree_util.FlattenedIndexKey):
+    return str(entry.key)
+  return str(entry)
+
+
+def _names(path: Any) -> tuple[str, ...]:
+  return tuple(_entry_name(e) for e in path)
+
+
+def _where(names: tuple[str, ...]) -> str:
+  return "/".join(names) or "<root>"
+
+
+def _encode_leaf(x: Any, names: tuple[str, ...]) -> Any:
+  if isinstance(x, jax.core.Tracer):
+    raise TypeError(
+        f"save_checkpoint needs concrete values, but the leaf {_where(names)} is"
+        " a tracer: save outside jax.jit / jax.lax.scan / jax.vmap."
+    )
+  if _is_prng_key(x):
+    return {
+        _KEY_IMPL: str(jax.random.key_impl(x)),
+        _KEY_DATA: np.asarray(jax.device_get(jax.random.key_data(x))),
+    }
+  if isinstance(x, (bool, int, float, complex, np.generic)):
+    return x
+  if isinstance(x, (jax.Array, np.ndarray)):
+    return np.asarray(jax.device_get(x))
+  raise TypeError(
+      f"save_checkpoint stores arrays and numbers; the leaf {_where(names)} is a"
+      f" {type(x).__name__}. Keep it out of the saved pytree (e.g. as a static"
+      " field)."
+  )
+
+
+def _to_nested(tree: PyTree) -> Any:
+  nested: dict = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    names = _names(path)
+    if not names:  # the tree is a single array or key
+      return _encode_leaf(leaf, names)
+    node = nested
+    for i, name in enumerate(names[:-1]):
+      node = node.setdefault(name, {})
+      if not isinstance(node, dict) or _KEY_IMPL in node:
+        raise ValueError(f"two leaves of the pytree map to {_where(names[: i + 1])}.")
+    if names[-1] in node:
+      raise ValueError(f"two leaves of the pytree map to {_where(names)}.")
+    node[names[-1]] = _encode_leaf(leaf, names)
+  return nested
+
+
+def _flatten_saved(nested: Any, names: tuple[str, ...] = ()) -> dict:
+  """{path names: saved leaf} for a nested dict read from a checkpoint."""
+  if isinstance(nested, dict) and _KEY_IMPL not in nested:
+    out = {}
+    for name, child in nested.items():
+      out.update(_flatten_saved(child, names + (str(name),)))
+    return out
+  return {names: nested}
+
+
+def save_checkpoint(path: PathLike, tree: PyTree) -> None:
+  """Writes a pytree of arrays to ``path``, atomically.
+
+  The pytree may hold params, an :class:`~amc_jax.AMCState` (its typed PRNG
+  key included), any optax state, a flax ``TrainState`` (or
+  :class:`amc_jax.TrainState`; its ``apply_fn`` and ``tx`` are static and are
+  not saved) or an ``nnx.State`` (e.g. ``nnx.state((model, optimizer))``).
+  The file is written to a temporary file in the same directory and moved into
+  place with ``os.replace``, so an interrupted save never leaves a truncated
+  checkpoint behind; missing parent directories are created.
+
+  Args:
+    path: file to write (replaced if it exists).
+    tree: a pytree whose leaves are JAX or NumPy arrays, typed PRNG keys or
+      Python numbers (concrete values: call it outside ``jax.jit``).
+
+  Examples:
+    >>> import os, tempfile, jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.amc(sigma0=0.1, seed=0)
+    >>> state = tx.init({"w": jnp.zeros(3)})
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+    >>> amc_jax.save_checkpoint(path, state)
+    >>> restored = amc_jax.restore_checkpoint(path, tx.init({"w": jnp.ones(3)}))
+    >>> restored.key.dtype, restored.sigma
+    (key<fry>, Array(0.1, dtype=float32))
+  """
+  nested = _to_nested(tree)
+  data = serialization.msgpack_serialize(
+      {"format": _FORMAT, "version": _VERSION, "tree": nested}
+  )
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(
+      dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+  )
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _dtype(x: Any) -> np.dtype:
+  """The dtype of a leaf as stored (NumPy's, without JAX's x64 canonicalisation)."""
+  return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _kind(dtype: Any) -> str:
+  """'b' bool, 'i' integer (signed or not), 'f' float, 'c' complex."""
+  kind = np.dtype(dtype).kind
+  return "i" if kind == "u" else kind
+
+
+def _describe(x: Any) -> str:
+  if isinstance(x, dict):
+    if _KEY_IMPL in x:
+      return f"a PRNG key ({x[_KEY_IMPL]}) of shape {list(np.shape(x[_KEY_DATA]))[:-1]}"
+    return "a subtree"
+  if isinstance(x, (bool, int, float, complex)):
+    return f"the Python {type(x).__name__} {x!r}"
+  return f"{np.asarray(x).dtype}{list(np.shape(x))}"
+
+
+def _describe_target(x: Any) -> str:
+  if _is_prng_key(x):
+    return f"a PRNG key ({jax.random.key_impl(x)}) of shape {list(x.shape)}"
+  if isinstance(x, (bool, int, float, complex)):
+    return f"a Python {type(x).__name__}"
+  return f"{_dtype(x)}{list(np.shape(x))}"
+
+
+def _leaf_mismatch(target: Any, saved: Any) -> bool:
+  """True unless ``saved`` can be restored as ``target`` without any change."""
+  if _is_prng_key(target):
+    if not (isinstance(saved, dict) and _KEY_IMPL in saved):
+      return True
+    data_shape = jax.random.key_data(target).shape
+    return (
+        saved[_KEY_IMPL] != str(jax.random.key_impl(target))
+        or np.shape(saved[_KEY_DATA]) != data_shape
+        or _dtype(saved[_KEY_DATA]) != jax.random.key_data(target).dtype
+    )
+  if isinstance(saved, dict):
+    return True
+  t_python = isinstance(target, (bool, int, float, complex))
+  s_python = isinstance(saved, (bool, int, float, complex))
+  if t_python or s_python:
+    # A Python number (e.g. flax's initial step = 0) matches any scalar array
+    # of its kind: after a jitted step it comes back as one.
+    return np.shape(target) != np.shape(saved) or _kind(_dtype(target)) != _kind(
+        _dtype(saved)
+    )
+  return np.shape(saved) != np.shape(target) or _dtype(saved) != _dtype(target)
+
+
+def _restore_leaf(target: Any, saved: Any) -> Any:
+  if _is_prng_key(target):
+    key = jax.random.wrap_key_data(
+        jnp.asarray(saved[_KEY_DATA]), impl=jax.random.key_impl(target)
+    )
+    return _place_like(key, target)
+  if isinstance(target, (bool, int, float, complex)):
+    return saved if isinstance(saved, (bool, int, float, complex)) else jnp.asarray(saved)
+  if isinstance(target, jax.Array):
+    value = jnp.asarray(saved, dtype=target.dtype)
+    return _place_like(value, target)
+  return np.asarray(saved, dtype=_dtype(target))
+
+
+def _place_like(value: jax.Array, target: jax.Array) -> jax.Array:
+  # A target committed to devices (e.g. sharded) gets the restored value on
+  # the same devices; an uncommitted one leaves the placement to JAX.
+  if getattr(target, "committed", False):
+    return jax.device_put(value, target.sharding)
+  return value
+
+
+def _listed(items: list[str]) -> str:
+  shown = ", ".join(items[:_MAX_LISTED])
+  more = len(items) - _MAX_LISTED
+  return shown + (f" and {more} more" if more > 0 else "")
+
+
+def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
+  """Reads a checkpoint written by :func:`save_checkpoint` into ``target``'s structure.
+
+  ``target`` gives the pytree structure, the static parts (a train state's
+  ``apply_fn`` and ``tx``) and the expected shape and dtype of every leaf;
+  its values are not used. Make it the way the saved tree was made, e.g.
+  ``tx.init(params)`` or ``TrainState.create(...)`` for the same model and
+  optimizer (``init_ensemble`` for an ensemble). Every restored array has the
+  saved shape and dtype, and every PRNG key is a typed key of the saved
+  implementation, so training resumed from a checkpoint continues bit for bit
+  as if it had never stopped.
+
+  Args:
+    path: file written by :func:`save_checkpoint`.
+    target: a pytree with the structure of the saved one (concrete values).
+
+  Returns:
+    A pytree with the structure of ``target`` and the saved values.
+
+  Raises:
+    FileNotFoundError: there is no file at ``path``.
+    ValueError: the file is not an amc_jax checkpoint, or its tree does not
+      match ``target`` (the message lists the mismatching paths).
+
+  Examples:
+    >>> import os, tempfile, jax, jax.numpy as jnp, optax, amc_jax
+    >>> params = {"w": jnp.zeros(2)}
+    >>> tx = amc_jax.amc(sigma0=0.1, epsilon=0.1, seed=0)
+    >>> loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(None, state, params, value_fn=loss)
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+    >>> amc_jax.save_checkpoint(path, {"params": params, "opt_state": state})
+    >>> target = {"params": params, "opt_state": tx.init(params)}
+    >>> restored = amc_jax.restore_checkpoint(path, target)
+    >>> int(restored["opt_state"].count)
+    1
+    >>> bool(jnp.all(jax.random.key_data(restored["opt_state"].key)
+    ...               == jax.random.key_data(state.key)))
+    True
+  """
+  path = os.fspath(path)
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no checkpoint file at {path!r}.") from None
+  try:
+    contents = serialization.msgpack_restore(data)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{path!r} is not a readable msgpack checkpoint: {e!r}") from e
+  if not (isinstance(contents, dict) and contents.get("format") == _FORMAT):
+    raise ValueError(f"{path!r} is not an amc_jax checkpoint (no {_FORMAT!r} header).")
+  if contents.get("version") != _VERSION:
+    raise ValueError(
+        f"{path!r} is an amc_jax checkpoint of version {contents.get('version')!r};"
+        f" this amc_jax reads version {_VERSION}."
+    )
+  saved = _flatten_saved(contents.get("tree", {}))
+
+  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+  names = [_names(p) for p, _ in paths_and_leaves]
+  missing = [_where(n) for n in names if n not in saved]
+  unexpected = sorted(_where(n) for n in set(saved) - set(names))
+  problems = []
+  if missing:
+    problems.append(f"missing from the checkpoint: {_listed(missing)}")
+  if unexpected:
+    problems.append(f"in the checkpoint but not in target: {_listed(unexpected)}")
+  mismatched = [
+      f"{_where(n)} (target {_describe_target(leaf)}, checkpoint"
+      f" {_describe(saved[n])})"
+      for n, (_, leaf) in zip(names, paths_and_leaves)
+      if n in saved and _leaf_mismatch(leaf, saved[n])
+  ]
+  if mismatched:
+    problems.append(f"different leaves: {_listed(mismatched)}")
+  if problems:
+    raise ValueError(
+        f"the checkpoint {path!r} does not match the structure of target; "
+        + "; ".join(problems)
+        + "."
+    )
+  leaves = [_restore_leaf(leaf, saved[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
+  return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -1,0 +1,757 @@
+"""A fitting loop: jitted ``lax.scan`` chunks, minibatches, ensembles, progress.
+
+:func:`fit` trains any optax transformation on a loss. Monte Carlo
+transformations (those whose state holds an :class:`~amc_jax.AMCState`) are
+stepped with ``value_fn=``; every other transformation is treated as a gradient
+optimizer and stepped with ``jax.value_and_grad``, so aMC and Adam run through
+the same loop. Steps run on device in compiled chunks; the host only logs,
+evaluates and draws the progress bar between chunks.
+
+The compiled chunk is a module-level ``jax.jit`` whose static arguments are the
+transformation and the loss (held by identity), so a second :func:`fit` with
+the same ``tx`` and ``loss_fn`` (resuming, or a benchmark repeat) compiles
+nothing. jit's cache holds on to them until ``jax.clear_caches()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import numbers
+import sys
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from amc_jax._src import acceptance
+from amc_jax._src import amc as amc_lib
+from amc_jax._src import base
+from amc_jax._src import ensemble as ensemble_lib
+
+PyTree = Any
+
+# Steps per compiled chunk when neither `chunk` nor `eval_every` says: long
+# enough that the host's work between chunks (a few hundred microseconds) is
+# ~1% of a chunk of the paper's sine net (~20 us/step on 2 CPU cores), short
+# enough for a lively progress bar.
+_DEFAULT_CHUNK = 1000
+
+
+class ProgressiveBatching(NamedTuple):
+  r"""Progressive batching, Section II F and Fig. 7b of Whitelam et al. (2022).
+
+  Training starts on a fixed minibatch of ``start`` examples; whenever the
+  classification error on that minibatch falls below ``threshold`` the
+  minibatch grows by ``factor`` (up to the whole data set) and, with
+  ``reset=True``, the aMC algorithm is reset: :math:`\sigma \to \sigma_0`,
+  :math:`\mu_i \to 0` (and the count of consecutive rejections to 0). Moves
+  are still accepted on the minibatch *loss*; the error only triggers growth.
+
+  The minibatch is fixed between growths ("the batch identity is kept fixed",
+  Section II F): the rows ``order[:size]`` of the data for one random
+  permutation ``order = jax.random.permutation(jax.random.fold_in(key, 2), N)``
+  drawn from the ``key`` of :func:`fit`, so a grown minibatch contains the
+  previous one. Steps are therefore in batch mode (one loss
+  evaluation per aMC step), and :func:`fit` re-bases the cached loss on the
+  new minibatch when it grows.
+
+  Growth changes array shapes, so :func:`fit` checks the error between
+  compiled chunks: every ``chunk`` steps (set ``chunk=`` of :func:`fit` to
+  check more or less often). Each minibatch size compiles one program. Every
+  call of :func:`fit` starts at ``start``: to resume a progressive run, pass
+  ``start=result.history["batch_size"][-1]``.
+
+  Attributes:
+    error_fn: ``error_fn(params, batch) -> scalar`` error rate in [0, 1] of one
+      chain on a minibatch (a pytree like the data with ``size`` rows). Must
+      be a JAX function: it is jitted (and vmapped over chains).
+    start: initial minibatch size (500 in the paper).
+    factor: integer growth factor >= 2 (2 in the paper).
+    threshold: the minibatch grows when the error falls below this (0.1).
+    reset: reset sigma, mu and the rejection count on growth (the paper does).
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> def error(params, batch):
+    ...   x, labels = batch
+    ...   return jnp.mean(((x @ params) > 0) != labels)
+    >>> amc_jax.ProgressiveBatching(error, start=500, factor=2, threshold=0.1)
+    ProgressiveBatching(error_fn=<function error ...>, start=500, factor=2, threshold=0.1, reset=True)
+  """
+
+  error_fn: Callable[[PyTree, PyTree], Any]
+  start: int = 500
+  factor: int = 2
+  threshold: float = 0.1
+  reset: bool = True
+
+
+class FitResult(NamedTuple):
+  """What :func:`fit` returns.
+
+  Attributes:
+    params: the final params (with the leading chain axis for an ensemble).
+    opt_state: the final state of ``tx`` (ditto); pass it back to :func:`fit`
+      as ``opt_state=`` to continue.
+    history: a dict of NumPy arrays with one row per ``log_every`` steps:
+
+      - ``"step"`` ``[rows]``: steps taken by this call at the end of the row.
+      - ``"loss"`` ``[rows]`` (``[rows, M]`` for M chains): for Monte Carlo,
+        the current loss U(x) after the row's last step (on that step's
+        minibatch); for gradient optimizers, the loss of the params that the
+        row's last step started from (what ``value_and_grad`` computed:
+        another forward pass would cost a step's worth of time).
+      - ``"acceptance"`` (same shape): fraction of the row's steps that were
+        accepted; NaN for gradient optimizers.
+      - ``"sigma"`` (same shape): sigma after the row; NaN for gradient
+        optimizers.
+      - ``"batch_size"`` ``[rows]``: examples per loss evaluation (N for
+        full-batch steps, 0 without data).
+      - ``"eval_step"`` ``[evals]`` and ``"eval"``: the steps at which
+        ``eval_fn`` ran and its results, a pytree like ``eval_fn``'s output
+        with a leading ``[evals]`` axis (only when ``eval_fn`` is given).
+    best_chain: for an ensemble, the index of the chain with the lowest final
+      logged loss (all chains see the same minibatches, so the comparison is
+      fair); ``None`` for a single chain. See :func:`select_chain`.
+  """
+
+  params: PyTree
+  opt_state: PyTree
+  history: dict[str, Any]
+  best_chain: Optional[int]
+
+
+def select_chain(tree: PyTree, index: int) -> PyTree:
+  """Chain ``index`` of an ensemble pytree (params or state): ``x[index]`` per leaf.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> amc_jax.select_chain({"w": jnp.arange(6.0).reshape(3, 2)}, 1)
+    {'w': Array([2., 3.], dtype=float32)}
+  """
+  return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+# ----------------------------------------------------------------------------
+# The compiled chunk.
+
+
+class _Ref:
+  """Hashes and compares by identity, so any object can be a static jit argument."""
+
+  __slots__ = ("obj",)
+
+  def __init__(self, obj):
+    self.obj = obj
+
+  def __hash__(self):
+    return id(self.obj)
+
+  def __eq__(self, other):
+    return isinstance(other, _Ref) and other.obj is self.obj
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  """Everything about a chunk that is fixed at compile time."""
+
+  tx: _Ref
+  loss_fn: _Ref
+  mode: str  # "none": loss_fn(params); "full": a fixed batch; "minibatch"
+  batch_size: int  # minibatch size in "minibatch" mode, else 0
+  monte_carlo: bool
+  extra_args: bool  # the (gradient) tx takes value=, grad=, value_fn=
+  ensemble: bool
+
+
+def _is_amc_state(x: Any) -> bool:
+  return isinstance(x, amc_lib.AMCState)
+
+
+def _amc_states(state: PyTree) -> list[amc_lib.AMCState]:
+  leaves = jax.tree_util.tree_leaves(state, is_leaf=_is_amc_state)
+  return [x for x in leaves if _is_amc_state(x)]
+
+
+def _value_fn(spec: _Spec, batch: PyTree) -> Callable[[PyTree], jax.Array]:
+  loss_fn = spec.loss_fn.obj
+  if spec.mode == "none":
+    return loss_fn
+  return lambda params: loss_fn(params, batch)
+
+
+def _chain_step(spec: _Spec, params, opt_state, batch):
+  """One step of one chain. Returns (params, state, loss, accepted, sigma)."""
+  tx = spec.tx.obj
+  value_fn = _value_fn(spec, batch)
+  dtype = base.loss_dtype()
+  if spec.monte_carlo:
+    if spec.mode == "minibatch":
+      # Both losses on this step's minibatch: right whatever the mode of tx (a
+      # batch-mode cache holds U(x) on the previous minibatch), and as cheap
+      # as minibatch=True (two evaluations per step).
+      value = value_fn(params)
+    else:
+      # Same data every step: U(x) is the state's loss, which fit re-based on
+      # this data before the first step. Passing it keeps every step at one
+      # evaluation for any tx, minibatch=True included, and keeps the step's
+      # first-evaluation loop out of the program: under vmap XLA:CPU runs that
+      # loop's loss evaluation on every step (a second one per chain).
+      value = _amc_states(opt_state)[0].loss
+    updates, opt_state = tx.update(None, opt_state, params, value_fn=value_fn, value=value)
+    state = _amc_states(opt_state)[0]
+    loss, accepted, sigma = state.loss, state.info.accepted, state.sigma
+  else:
+    loss, grads = jax.value_and_grad(value_fn)(params)
+    extra = dict(value=loss, grad=grads, value_fn=value_fn) if spec.extra_args else {}
+    updates, opt_state = tx.update(grads, opt_state, params, **extra)
+    accepted = jnp.zeros([], bool)
+    sigma = jnp.full([], jnp.nan, dtype)
+  params = optax.apply_updates(params, updates)
+  return params, opt_state, jnp.asarray(loss).astype(dtype), accepted, sigma.astype(dtype)
+
+
+def _draw_batch(spec: _Spec, data: PyTree, data_key: jax.Array, t: jax.Array) -> PyTree:
+  """The data of global step ``t``.
+
+  Minibatches are ``batch_size`` indices drawn uniformly with replacement,
+  ``jax.random.randint(jax.random.fold_in(data_key, t), ...)``, gathered from
+  the data held on device: O(batch_size) work per step, independent batches,
+  and the batch of step ``t`` depends on neither the chunking nor the
+  optimizer's keys.
+  """
+  if spec.mode != "minibatch":
+    return data
+  n = jax.tree_util.tree_leaves(data)[0].shape[0]
+  idx = jax.random.randint(jax.random.fold_in(data_key, t), (spec.batch_size,), 0, n)
+  return jax.tree_util.tree_map(
+      lambda x: x.at[idx].get(mode="promise_in_bounds"), data
+  )
+
+
+def _run_chunk_impl(params, opt_state, data, data_key, steps, *, spec: _Spec):
+  """Runs the steps ``steps`` (int32 ``[rows, log_every]``); one row per window."""
+  step = lambda p, s, b: _chain_step(spec, p, s, b)
+  if spec.ensemble:
+    step = jax.vmap(step, in_axes=(0, 0, None))  # chains share the minibatch
+  lead = jax.tree_util.tree_leaves(params)[0].shape[:1] if spec.ensemble else ()
+  dtype = base.loss_dtype()
+
+  def one_step(carry, t):
+    params, opt_state, n_accept, _, _ = carry
+    batch = _draw_batch(spec, data, data_key, t)
+    params, opt_state, loss, accepted, sigma = step(params, opt_state, batch)
+    return (params, opt_state, n_accept + accepted.astype(jnp.int32), loss, sigma), None
+
+  def window(carry, ts):
+    params, opt_state = carry
+    init = (
+        params,
+        opt_state,
+        jnp.zeros(lead, jnp.int32),
+        jnp.zeros(lead, dtype),
+        jnp.zeros(lead, dtype),
+    )
+    (params, opt_state, n_accept, loss, sigma), _ = lax.scan(one_step, init, ts)
+    if spec.monte_carlo:
+      rate = n_accept.astype(dtype) / jnp.asarray(ts.shape[0], dtype)
+    else:
+      rate = jnp.full(lead, jnp.nan, dtype)
+    return (params, opt_state), {"loss": loss, "acceptance": rate, "sigma": sigma}
+
+  (params, opt_state), rows = lax.scan(window, (params, opt_state), steps)
+  return params, opt_state, rows
+
+
+_run_chunk = jax.jit(_run_chunk_impl, static_argnames=("spec",))
+
+
+def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
+  """Re-bases every AMCState's cached loss on ``batch``; optionally resets aMC.
+
+  Full-batch chunks pass the state's loss as ``value=``, so it must be U(x) of
+  the current params on the chunk's data, also before the first step (where
+  ``tx.init`` leaves it at inf). The reset takes sigma0 from a fresh
+  ``tx.init``, so it works for any way of building ``tx`` (chains,
+  ``inject_hyperparams``).
+  """
+  tx = spec.tx.obj
+
+  def one_chain(params, opt_state):
+    loss = acceptance.as_loss(_value_fn(spec, batch)(params), "loss_fn(params, batch)")
+    fresh = tx.init(params) if reset else opt_state
+
+    def rebase(state, new):
+      state = state._replace(loss=loss)
+      if reset:
+        state = state._replace(
+            sigma=new.sigma, mu=new.mu, n_reject=jnp.zeros_like(state.n_reject)
+        )
+      return state
+
+    return jax.tree_util.tree_map(rebase, opt_state, fresh, is_leaf=_is_amc_state)
+
+  if spec.ensemble:
+    one_chain = jax.vmap(one_chain)
+  return one_chain(params, opt_state)
+
+
+_rebase = jax.jit(_rebase_impl, static_argnames=("spec", "reset"))
+
+
+def _errors_impl(params, batch, *, error_fn: _Ref, ensemble: bool):
+  fn = lambda p: jnp.asarray(error_fn.obj(p, batch)).astype(base.loss_dtype())
+  return jax.vmap(fn)(params) if ensemble else fn(params)
+
+
+_errors = jax.jit(_errors_impl, static_argnames=("error_fn", "ensemble"))
+
+
+def _first_rows_impl(data, order, *, size: int):
+  return jax.tree_util.tree_map(lambda x: jnp.take(x, order[:size], axis=0), data)
+
+
+# One compile per minibatch size, like the chunks that use the minibatch.
+_first_rows = jax.jit(_first_rows_impl, static_argnames=("size",))
+
+
+# ----------------------------------------------------------------------------
+# Validation.
+
+
+def _check_int(name: str, x: Any, minimum: int) -> int:
+  if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+    raise TypeError(f"{name} must be an int, got {x!r}.")
+  if x < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {x!r}.")
+  return int(x)
+
+
+def _check_data(data: PyTree) -> tuple[PyTree, int]:
+  leaves = jax.tree_util.tree_leaves(data)
+  if not leaves:
+    raise ValueError("data must be a pytree holding at least one array; got none.")
+  sizes = set()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(data):
+    if not hasattr(leaf, "shape"):
+      leaf = np.asarray(leaf)
+    if leaf.ndim == 0:
+      raise ValueError(
+          f"every data leaf needs a leading example axis; {jax.tree_util.keystr(path)}"
+          " is a scalar."
+      )
+    sizes.add(leaf.shape[0])
+  if len(sizes) != 1:
+    raise ValueError(
+        f"every data leaf must have the same leading (example) axis; got sizes {sorted(sizes)}."
+    )
+  (n,) = sizes
+  if n < 1:
+    raise ValueError("data has no examples (leading axis of size 0).")
+  return jax.device_put(data), n
+
+
+def _check_signature(loss_fn: Callable, with_batch: bool) -> None:
+  try:
+    sig = inspect.signature(loss_fn)
+  except (TypeError, ValueError):  # builtins, some C extensions: trust the caller
+    return
+  args = ("params", "batch") if with_batch else ("params",)
+  try:
+    sig.bind(*args)
+  except TypeError:
+    form = "loss_fn(params, batch)" if with_batch else "loss_fn(params)"
+    why = "data is given" if with_batch else "there is no data"
+    raise TypeError(
+        f"loss_fn must be callable as {form} since {why}; its signature is {sig}."
+    ) from None
+
+
+def _check_progressive(p: Any, n: int) -> ProgressiveBatching:
+  if not isinstance(p, ProgressiveBatching):
+    raise TypeError(f"progressive must be an amc_jax.ProgressiveBatching, got {p!r}.")
+  if not callable(p.error_fn):
+    raise TypeError(f"ProgressiveBatching.error_fn must be callable, got {p.error_fn!r}.")
+  _check_int("ProgressiveBatching.start", p.start, 1)
+  _check_int("ProgressiveBatching.factor", p.factor, 2)
+  if p.start > n:
+    raise ValueError(
+        f"ProgressiveBatching.start={p.start} exceeds the {n} examples in data."
+    )
+  threshold = float(p.threshold)
+  if not (math.isfinite(threshold) and 0.0 < threshold <= 1.0):
+    raise ValueError(f"ProgressiveBatching.threshold must lie in (0, 1], got {p.threshold!r}.")
+  return p
+
+
+def _leading_size(params: PyTree, n_chains: int) -> None:
+  leaves = jax.tree_util.tree_leaves(params)
+  if not leaves:
+    raise ValueError("params must contain at least one array; got an empty pytree.")
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    shape = jnp.shape(leaf)
+    if not shape or shape[0] != n_chains:
+      raise ValueError(
+          f"with n_chains={n_chains} every params leaf needs a leading chain axis of"
+          f" that size; {jax.tree_util.keystr(path) or 'params'} has shape {shape}."
+      )
+
+
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+  return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+# ----------------------------------------------------------------------------
+# Progress.
+
+
+class _Progress:
+  """tqdm when importable, else plain lines; a callable gets the lines."""
+
+  def __init__(self, progress: Union[bool, Callable[[str], None]], total: int):
+    self.bar, self.write, self.total = None, None, total
+    if progress is False:
+      return
+    if callable(progress):
+      self.write = progress
+      return
+    try:
+      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      self.write = lambda line: print(line, file=sys.stdout, flush=True)
+      return
+    self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+
+  def update(self, done: int, n: int, stats: dict[str, str]) -> None:
+    if self.bar is not None:
+      self.bar.set_postfix(stats, refresh=False)
+      self.bar.update(n)
+    elif self.write is not None:
+      fields = "  ".join(f"{k} {v}" for k, v in stats.items())
+      self.write(f"step {done}/{self.total}  {fields}")
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+def _summary(rows: dict[str, np.ndarray], monte_carlo: bool, size: int) -> dict[str, str]:
+  loss = rows["loss"][-1]
+  stats = {"loss": f"{np.nanmin(loss):.4e}" if np.any(np.isfinite(loss)) else f"{np.min(loss)}"}
+  if monte_carlo:
+    stats["acceptance"] = f"{np.mean(rows['acceptance'][-1]):.3f}"
+    stats["sigma"] = f"{np.mean(rows['sigma'][-1]):.3e}"
+  if size:
+    stats["batch"] = str(size)
+  return stats
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+def fit(
+    tx: optax.GradientTransformation,
+    params: Union[PyTree, Callable[[jax.Array], PyTree]],
+    loss_fn: Callable[..., Any],
+    data: Optional[PyTree] = None,
+    *,
+    steps: int,
+    batch_size: Optional[int] = None,
+    key: base.PRNGKeyLike = 0,
+    opt_state: Optional[PyTree] = None,
+    n_chains: Optional[int] = None,
+    progressive: Optional[ProgressiveBatching] = None,
+    chunk: Optional[int] = None,
+    log_every: Optional[int] = None,
+    eval_fn: Optional[Callable[[PyTree], Any]] = None,
+    eval_every: Optional[int] = None,
+    progress: Union[bool, Callable[[str], None]] = True,
+) -> FitResult:
+  r"""Trains ``params`` with ``tx`` for ``steps`` steps in compiled chunks.
+
+  Each step is, for a Monte Carlo transformation (one whose state contains an
+  :class:`~amc_jax.AMCState`: :func:`~amc_jax.amc`, :func:`~amc_jax.metropolis`,
+  chains of them),
+
+  .. code-block:: python
+
+    updates, state = tx.update(None, state, params, value_fn=lambda p: loss_fn(p, batch))
+
+  and for any other transformation (a gradient optimizer such as
+  ``optax.adam``)
+
+  .. code-block:: python
+
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(p, batch))(params)
+    updates, state = tx.update(grads, state, params)  # + value=, grad=, value_fn=
+
+  (the extra arguments go only to ``GradientTransformationExtraArgs``, so
+  ``optax.lbfgs`` works), then ``params = optax.apply_updates(params,
+  updates)``. ``chunk`` steps run as one jitted ``lax.scan``; the host logs,
+  evaluates and updates the progress bar between chunks while the next chunk
+  runs.
+
+  **Data.** Without ``data`` the loss is ``loss_fn(params)``. With ``data`` (a
+  pytree of arrays sharing a leading axis of N examples, moved to the device
+  once) it is ``loss_fn(params, batch)``, where ``batch`` is the whole of
+  ``data`` (full batch) or, with ``batch_size=B``, a minibatch of B rows drawn
+  on device each step, uniformly with replacement, from a data key
+  ``jax.random.fold_in(key, 0)``: step ``t`` (counted from 0 in this call)
+  uses ``jax.random.fold_in(data_key, t)``. The optimizer's own key stream
+  (the seed of ``tx``) is untouched, so a fit is reproducible from ``key`` and
+  the seed of ``tx``, and independent of ``chunk`` and ``log_every``.
+
+  **Minibatches and aMC.** Every aMC step must compare U(x) and U(x') on the
+  same data, and :func:`fit` always tells the step U(x) through ``value=``, so
+  the ``minibatch`` flag of ``tx`` does not matter. With ``batch_size`` it
+  evaluates U(x) on the step's minibatch: two evaluations per step, the
+  minimum for a fair comparison (the cache of a batch-mode state holds the
+  loss on the *previous* minibatch and is never used). Full-batch steps pass
+  the loss cached in the state: one evaluation per step. That cache is
+  re-based on the data before the first step (one more evaluation), since a
+  resumed ``opt_state`` may hold a loss on other data (minibatches, another
+  data set), and on every growth of a progressive minibatch.
+
+  **Ensembles.** With ``n_chains=M`` the leaves of ``params`` carry a leading
+  chain axis of size M (or ``params`` is a function ``init(key) -> params``,
+  called for ``jax.random.split(jax.random.fold_in(key, 1), M)``), the state is
+  :func:`~amc_jax.init_ensemble` seeded from the key of ``tx.init`` (for
+  gradient optimizers ``jax.vmap(tx.init)``), and every step is ``jax.vmap``
+  of the single-chain step: M chains in one compiled program and one dispatch
+  per chunk. All chains see the same minibatches, so chain k follows exactly
+  the single-chain fit from chain k's params and state. History rows get a
+  chain axis and :attr:`FitResult.best_chain` names the chain with the lowest
+  final loss.
+
+  Args:
+    tx: an optax transformation: a Monte Carlo one from amc_jax, or a gradient
+      optimizer.
+    params: the initial params; with ``n_chains``, params with a leading chain
+      axis. Either may be given as a function ``init(key) -> params``, called
+      with ``jax.random.fold_in(key, 1)`` (split per chain).
+    loss_fn: ``loss_fn(params, batch) -> scalar`` with data, ``loss_fn(params)``
+      without; a JAX function (it is traced into the compiled chunk).
+    data: optional pytree of arrays with a common leading axis of examples.
+    steps: number of steps (>= 1).
+    batch_size: draw a minibatch of this many examples every step (needs
+      ``data``); ``None`` for full-batch steps.
+    key: an int or ``jax.random.key`` for the data, not for the optimizer (its
+      randomness comes from its own seed): minibatches use
+      ``jax.random.fold_in(key, 0)``, ``params`` functions
+      ``jax.random.fold_in(key, 1)``, progressive batching's permutation
+      ``jax.random.fold_in(key, 2)``.
+    opt_state: state to start from (e.g. ``FitResult.opt_state`` of an earlier
+      call); default ``tx.init(params)`` (or the ensemble initialisation).
+    n_chains: run an ensemble of this many independent chains.
+    progressive: a :class:`ProgressiveBatching` (needs ``data``, excludes
+      ``batch_size``): start on a fixed minibatch and grow it as the error on
+      it falls. Checked every ``chunk`` steps. Gradient optimizers grow the
+      minibatch too, without any reset.
+    chunk: steps per compiled call; default ``min(steps, 1000)`` (or a divisor
+      of ``eval_every``). A last, shorter chunk takes the remainder of
+      ``steps`` and compiles once more.
+    log_every: steps per history row; must divide ``chunk`` and ``steps``.
+      Default ``gcd(chunk, steps)``.
+    eval_fn: called on the host as ``eval_fn(params)`` every ``eval_every``
+      steps, with the ensemble's params for an ensemble (``jax.vmap`` it for
+      per-chain results). Returns a pytree of scalars or arrays; ``jax.jit``
+      it if it is JAX code, since it then runs while the next chunk computes.
+    eval_every: steps between evaluations, a multiple of ``chunk``; default
+      ``chunk``.
+    progress: ``True`` shows a tqdm bar (``pip install amc_jax[progress]``) or,
+      without tqdm, prints a line per chunk; ``False`` is silent; a callable
+      receives the lines instead.
+
+  Returns:
+    A :class:`FitResult` ``(params, opt_state, history, best_chain)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, amc_jax
+    >>> x = jnp.linspace(-1.0, 1.0, 200)
+    >>> data = (x, 3.0 * x - 1.0)
+    >>> def loss_fn(params, batch):
+    ...   x, y = batch
+    ...   return jnp.mean((params["a"] * x + params["b"] - y) ** 2)
+    >>> params = {"a": jnp.zeros(()), "b": jnp.zeros(())}
+    >>> tx = amc_jax.amc(sigma0=0.1, epsilon=0.1, n_reset=20, seed=0)
+    >>> result = amc_jax.fit(tx, params, loss_fn, data, steps=2000, progress=False)
+    >>> result.history["loss"].shape, bool(result.history["loss"][-1] < 1e-3)
+    ((2,), True)
+    >>> sgd = amc_jax.fit(optax.sgd(0.1), params, loss_fn, data, steps=1000,
+    ...                   batch_size=32, progress=False)
+    >>> bool(sgd.history["loss"][-1] < 1e-2), bool(jnp.isnan(sgd.history["sigma"]).all())
+    (True, True)
+  """
+  # --- arguments -------------------------------------------------------------
+  if not (hasattr(tx, "init") and hasattr(tx, "update")):
+    raise TypeError(f"tx must be an optax GradientTransformation, got {tx!r}.")
+  if not callable(loss_fn):
+    raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
+  steps = _check_int("steps", steps, 1)
+  key = base.as_key(key, "key")
+  data_key, init_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+  if not isinstance(progress, bool) and not callable(progress):
+    raise TypeError(f"progress must be a bool or a callable, got {progress!r}.")
+
+  n_examples = 0
+  if data is not None:
+    data, n_examples = _check_data(data)
+  if batch_size is not None:
+    batch_size = _check_int("batch_size", batch_size, 1)
+    if data is None:
+      raise ValueError("batch_size draws minibatches from data; pass data= too.")
+    if batch_size > n_examples:
+      raise ValueError(
+          f"batch_size={batch_size} exceeds the {n_examples} examples in data; use"
+          " batch_size=None for full-batch steps."
+      )
+  if progressive is not None:
+    if data is None:
+      raise ValueError("progressive batching draws its minibatch from data; pass data=.")
+    if batch_size is not None:
+      raise ValueError(
+          "progressive batching chooses the minibatch size itself; drop batch_size."
+      )
+    progressive = _check_progressive(progressive, n_examples)
+  _check_signature(loss_fn, with_batch=data is not None)
+  if eval_every is not None:
+    if eval_fn is None:
+      raise ValueError("eval_every needs an eval_fn.")
+    eval_every = _check_int("eval_every", eval_every, 1)
+  if eval_fn is not None and not callable(eval_fn):
+    raise TypeError(f"eval_fn must be callable, got {type(eval_fn).__name__}.")
+
+  if chunk is None:
+    chunk = (
+        _DEFAULT_CHUNK if eval_every is None
+        else _largest_divisor_at_most(eval_every, _DEFAULT_CHUNK)
+    )
+  else:
+    chunk = _check_int("chunk", chunk, 1)
+  chunk = min(chunk, steps)
+  if log_every is None:
+    log_every = math.gcd(chunk, steps)
+  log_every = _check_int("log_every", log_every, 1)
+  if chunk % log_every or steps % log_every:
+    raise ValueError(
+        f"log_every={log_every} must divide chunk={chunk} and steps={steps}"
+        f" (gcd(chunk, steps) = {math.gcd(chunk, steps)} always does)."
+    )
+  if eval_fn is not None:
+    eval_every = chunk if eval_every is None else eval_every
+    if eval_every % chunk:
+      raise ValueError(
+          f"eval_every={eval_every} must be a multiple of chunk={chunk}: evaluations"
+          " run between compiled chunks. Set chunk to a divisor of eval_every."
+      )
+
+  # --- params and state ------------------------------------------------------
+  ensemble = n_chains is not None
+  if ensemble:
+    n_chains = _check_int("n_chains", n_chains, 1)
+    if callable(params):
+      params = jax.vmap(params)(jax.random.split(init_key, n_chains))
+    _leading_size(params, n_chains)
+  elif callable(params):
+    params = params(init_key)
+  one = select_chain(params, 0) if ensemble else params
+  if opt_state is None:
+    # eval_shape: no need to build a whole state just to look inside it.
+    monte_carlo = bool(_amc_states(jax.eval_shape(tx.init, one)))
+    if not ensemble:
+      opt_state = tx.init(params)
+    elif monte_carlo:
+      seed = _amc_states(tx.init(one))[0].key
+      opt_state = ensemble_lib.init_ensemble(tx, params, seed)
+    else:
+      opt_state = jax.vmap(tx.init)(params)
+  else:
+    monte_carlo = bool(_amc_states(opt_state))
+
+  mode = "none" if data is None else ("minibatch" if batch_size else "full")
+  spec = _Spec(
+      tx=_Ref(tx),
+      loss_fn=_Ref(loss_fn),
+      mode=mode,
+      batch_size=batch_size or 0,
+      monte_carlo=monte_carlo,
+      extra_args=isinstance(tx, optax.GradientTransformationExtraArgs),
+      ensemble=ensemble,
+  )
+
+  # The batch that full-batch chunks see: all of data, or the progressive one.
+  batch, size = data, (batch_size or n_examples)
+  if progressive is not None:
+    order = jax.random.permutation(jax.random.fold_in(key, 2), n_examples)
+    size = progressive.start
+    batch = _first_rows(data, order, size=size)
+  if monte_carlo and mode != "minibatch":
+    opt_state = _rebase(params, opt_state, batch, spec=spec, reset=False)
+
+  # --- the loop --------------------------------------------------------------
+  lengths = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
+  bar = _Progress(progress, steps)
+  rows: list[dict[str, Any]] = []
+  evals: list[tuple[int, Any]] = []
+  pending = None  # the previous chunk's rows, read after the next is dispatched
+
+  def finish(item):
+    chunk_rows, done, n, chunk_size = item
+    chunk_rows = jax.device_get(chunk_rows)
+    chunk_rows["batch_size"] = np.full(chunk_rows["loss"].shape[:1], chunk_size, np.int64)
+    rows.append(chunk_rows)
+    bar.update(done, n, _summary(chunk_rows, monte_carlo, chunk_size))
+
+  try:
+    done = 0
+    for i, length in enumerate(lengths):
+      # A NumPy array travels with the call: no extra dispatch to build it.
+      ts = np.arange(done, done + length, dtype=np.int32).reshape(-1, log_every)
+      params, opt_state, chunk_rows = _run_chunk(
+          params, opt_state, batch if mode == "full" else data, data_key, ts, spec=spec
+      )
+      done += length
+      if eval_fn is not None and done % eval_every == 0:
+        evals.append((done, eval_fn(params)))
+      item = (chunk_rows, done, length, size if data is not None else 0)
+      if progressive is not None and i + 1 < len(lengths) and size < n_examples:
+        error = np.asarray(
+            _errors(params, batch, error_fn=_Ref(progressive.error_fn), ensemble=ensemble)
+        )
+        # An ensemble shares one minibatch: it grows once its best chain is good.
+        if float(np.min(error)) < float(progressive.threshold):
+          size = min(size * progressive.factor, n_examples)
+          batch = _first_rows(data, order, size=size)
+          if monte_carlo:
+            opt_state = _rebase(
+                params, opt_state, batch, spec=spec, reset=bool(progressive.reset)
+            )
+      if pending is not None:
+        finish(pending)
+      pending = item
+    finish(pending)
+  finally:
+    bar.close()
+
+  history = {
+      name: np.concatenate([r[name] for r in rows])
+      for name in ("loss", "acceptance", "sigma", "batch_size")
+  }
+  history["step"] = np.arange(1, len(history["loss"]) + 1, dtype=np.int64) * log_every
+  if eval_fn is not None:
+    history["eval_step"] = np.asarray([s for s, _ in evals], np.int64)
+    results = jax.device_get([r for _, r in evals])
+    history["eval"] = (
+        jax.tree_util.tree_map(lambda *xs: np.stack(xs), *results) if results else None
+    )
+  best = None
+  if ensemble:
+    last = history["loss"][-1]
+    best = int(np.nanargmin(last)) if np.any(~np.isnan(last)) else 0
+  return FitResult(params=params, opt_state=opt_state, history=history, best_chain=best)
