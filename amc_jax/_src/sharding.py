@@ -8,12 +8,13 @@ Two layouts, both on a :class:`jax.sharding.Mesh`:
   device. Chains never interact, so each device can run its own chains with no
   communication at all. :func:`ensemble_map` is ``jax.vmap`` inside
   ``jax.shard_map`` for that reason: a plain ``jax.jit(jax.vmap(step))`` of
-  sharded inputs is correct and stays sharded, but the step's two
-  ``lax.while_loop`` s (the first-step loss evaluation and the NaN guard) get
+  sharded inputs is correct and stays sharded, but the step's while loops
+  (the first-step loss evaluation; in minibatch mode also the NaN guard) get
   a predicate batched over chains, which vmap reduces with an ``any`` over
   *all* chains; sharded, that is a one-boolean all-reduce across devices per
-  loop per step, and the guard's host callback is gathered onto one device.
-  Under ``shard_map`` each device reduces over its own chains only.
+  loop per step (and the guard's host callback, when it runs, gathers every
+  chain onto one device). Under ``shard_map`` each device reduces over its
+  own chains only.
 * **One chain, data-parallel** (:func:`shard_batch`, :func:`replicate`):
   params and :class:`~amc_jax.AMCState` replicated, the dataset's leading
   axis sharded. Every device holds the same key, so draws the same proposal,
@@ -124,9 +125,10 @@ def _leading_size(tree: PyTree, what: str) -> int:
       )
     sizes.setdefault(shape[0], jax.tree_util.keystr(path) or "<root>")
   if len(sizes) != 1:
+    examples = ", ".join(f"{name} has {n}" for n, name in sorted(sizes.items()))
     raise ValueError(
         f"every leaf of {what} must have the same leading axis size; got sizes"
-        f" {sorted(sizes)} (e.g. {sorted(sizes.items())})."
+        f" {sorted(sizes)} (the leaf {examples})."
     )
   (size,) = sizes
   return size
@@ -229,15 +231,19 @@ def ensemble_map(
 
   Why not plain ``jax.jit(jax.vmap(fn))`` on sharded inputs: it is correct and
   its outputs stay sharded, but vmap turns each ``lax.while_loop`` of the
-  step (first-step loss evaluation, NaN guard) into a loop over ``any`` of
-  all chains' predicates, an all-reduce across devices on every step; under
-  ``shard_map`` that ``any`` covers a device's own chains.
+  step (first-step loss evaluation; NaN guard in minibatch mode) into a loop
+  over ``any`` of all chains' predicates, an all-reduce across devices on
+  every step; under ``shard_map`` that ``any`` covers a device's own chains.
 
   ``check_vma`` is off: those loops build their carries from constants and
-  from the NaN guard's host callback, which ``shard_map``'s type checker
-  counts as unvarying over ``axis_name``, although the values are per chain.
+  host callbacks, which ``shard_map``'s type checker counts as unvarying over
+  ``axis_name``, although the values are per chain.
   The check guards outputs claimed equal across devices; here every output is
   per chain (sharded), so there is none to guard.
+
+  With several CPU devices, jaxlib 0.10.2 can abort or hang when Python exits
+  while such steps (host callback inside ``shard_map``) are still running:
+  use the results, or ``jax.block_until_ready`` them, before the program ends.
 
   Args:
     fn: the per-chain function, e.g. ``lambda p, s: tx.update(None, s, p,
