@@ -21,6 +21,7 @@ from amc_jax._src.sharding import ensemble_map
 from amc_jax._src.sharding import replicate
 from amc_jax._src.sharding import shard_batch
 from amc_jax._src.sharding import shard_ensemble
+from amc_jax._src.xla_cpu import use_xla_cpu_workaround
 
 __version__ = "0.1.0"
 
@@ -46,4 +47,5 @@ __all__ = (
     "shard_batch",
     "shard_ensemble",
     "standard_normal_like",
+    "use_xla_cpu_workaround",
 )

@@ -14,25 +14,20 @@ Prints a table and writes JSON (with the machine described) to
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
 
-_XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
-if _XLA_WORKAROUND not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_WORKAROUND).strip()
+import jax
+import jax.numpy as jnp
+import optax
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-
-import amc_jax  # noqa: E402
+import amc_jax
 
 HIDDEN, N_POINTS = 30, 1000
 
@@ -119,6 +114,7 @@ def main(argv=None):
       "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_step.json")
   )
   args = parser.parse_args(argv)
+  amc_jax.use_xla_cpu_workaround()  # before the first computation
 
   params, loss = sine_problem()
   n = args.steps

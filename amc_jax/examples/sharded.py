@@ -25,30 +25,18 @@ host's devices, and each host loads only its block of the training points)::
 Run ``python -m amc_jax.examples.sharded --help`` for the options.
 """
 
-import os
+import argparse
+import time
+from typing import NamedTuple, Optional, Sequence
 
-# jaxlib 0.10.2 and 0.12.0.1 return wrong numbers on CPU for a jitted matmul
-# with a constant operand followed by a reduction at batch >= 128 (jax issue
-# 39103); see amc_jax.examples.sine. The flag must be set before JAX starts
-# its backend, hence above the jax import.
-_XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
-if _XLA_WORKAROUND not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + " " + _XLA_WORKAROUND
-  ).strip()
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from typing import NamedTuple, Optional, Sequence  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.experimental import multihost_utils  # noqa: E402
-
-import amc_jax  # noqa: E402
-from amc_jax.examples import sine  # noqa: E402
+import amc_jax
+from amc_jax.examples import sine
 
 # A power of two, so that the points split evenly over 1, 2, 4, 8, ... devices.
 N_POINTS = 1024
@@ -206,7 +194,9 @@ def main(argv: Optional[Sequence[str]] = None) -> ShardedResult:
   if args.steps < 1:
     parser.error("--steps must be >= 1")
 
-  # Both must happen before JAX starts its backend (the first computation).
+  # All three must happen before JAX starts its backend (the first
+  # computation); the workaround is for jax issue 39103 (see the README).
+  amc_jax.use_xla_cpu_workaround()
   if args.cpu_devices is not None:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   if args.coordinator is not None:

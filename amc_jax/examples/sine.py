@@ -14,31 +14,16 @@ each step costs one evaluation of the loss. Steps run as jitted
 Run ``python -m amc_jax.examples.sine --help`` for the options.
 """
 
-import os
+import argparse
+import time
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
-# jaxlib 0.10.2 and 0.12.0.1 return wrong numbers on CPU for a jitted matmul
-# with a constant operand followed by a reduction at batch >= 128 (jax issue
-# 39103); this loss is such a matmul-then-mean over 1000 points whenever a
-# weight is baked in as a constant. The flag avoids the bad fusion. It only
-# acts if set before JAX initialises its backend, which is why it sits above
-# the jax import; when this module is imported by a program that has already
-# started JAX (a test run, a notebook) the flag is simply too late and harmless.
-_XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
-if _XLA_WORKAROUND not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + " " + _XLA_WORKAROUND
-  ).strip()
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, NamedTuple, Optional, Sequence  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import amc_jax  # noqa: E402
+import amc_jax
 
 HIDDEN = 30
 N_POINTS = 1000
@@ -228,6 +213,9 @@ def train(
 
 def main(argv: Optional[Sequence[str]] = None) -> SineResult:
   """Command-line entry point: trains, prints progress and a summary."""
+  # Before the first computation: this loss is a matmul-then-mean over 1000
+  # points, the pattern of the XLA:CPU bug of jax issue 39103.
+  amc_jax.use_xla_cpu_workaround()
   parser = argparse.ArgumentParser(
       prog="python -m amc_jax.examples.sine",
       description=__doc__.splitlines()[0],
