@@ -1,8 +1,8 @@
 """Per-step cost of ``amc_jax.fit`` against a bare ``lax.scan`` of ``tx.update``.
 
-Three tables, every row a median over repeats after a warm-up (so compilation
-is excluded: fit keeps its compiled chunks between calls), all measured in the
-same run:
+Every row is a median over repeats after a warm-up (so compilation is
+excluded: fit keeps its compiled chunks between calls); the repeats of the rows
+of a table are interleaved, so they share the load of a shared machine:
 
 1. Batch mode: the paper's sine net (1-30-1 tanh, 1000 points). The bare scan
    is one jitted ``lax.scan`` of ``tx.update`` + ``optax.apply_updates`` over
@@ -17,7 +17,7 @@ same run:
    vmap cannot shrink the arithmetic, only the per-step overhead) and on a
    ``--small-points`` version of it, where the per-step overhead dominates.
 
-  python benchmarks/bench_fit.py [--steps 20000] [--repeats 5] [--out FILE]
+  python benchmarks/bench_fit.py [--steps 20000] [--repeats 7] [--out FILE]
 
 Prints the tables and writes JSON (with the machine described) to
 ``benchmarks/results/bench_fit.json`` unless ``--out`` says otherwise.
@@ -92,14 +92,21 @@ def bare_scan(tx, n_steps, batch_size=None, cached_value=False):
   return jax.jit(run)
 
 
-def median_seconds(fn, repeats):
-  jax.block_until_ready(fn())  # compile and warm up
-  times = []
+def median_seconds(fns, repeats):
+  """Median wall time of each callable, repeats interleaved round-robin.
+
+  Interleaving makes the rows of a table see the same load on a shared
+  machine; measuring one row after another would not.
+  """
+  for fn in fns.values():
+    jax.block_until_ready(fn())  # compile and warm up
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def compare_fit_and_scan(tx, params, data, steps, chunk, repeats, batch_size=None):
@@ -107,56 +114,48 @@ def compare_fit_and_scan(tx, params, data, steps, chunk, repeats, batch_size=Non
   key = jax.random.key(0)
   scan = bare_scan(tx, steps, batch_size)
   kw = dict(steps=steps, batch_size=batch_size, progress=False)
-  rows = {
-      "bare lax.scan (1 dispatch)": median_seconds(
-          lambda: scan(params, state, data, key), repeats
-      ),
-  }
+  fns = {"bare lax.scan (1 dispatch)": lambda: scan(params, state, data, key)}
   if batch_size is None:
     # The step fit runs in batch mode: the cached U(x) passed as value=.
     cached = bare_scan(tx, steps, cached_value=True)
     rebased = state._replace(loss=loss_fn(params, data))
-    rows["bare lax.scan, value=cached U(x)"] = median_seconds(
-        lambda: cached(params, rebased, data, key), repeats
-    )
-  rows.update({
-      f"fit, chunk={chunk}": median_seconds(
-          lambda: amc_jax.fit(tx, params, loss_fn, data, chunk=chunk, **kw).params, repeats
-      ),
-      f"fit, chunk={steps} (1 dispatch)": median_seconds(
-          lambda: amc_jax.fit(tx, params, loss_fn, data, chunk=steps, **kw).params, repeats
-      ),
-  })
-  return {k: v / steps * 1e6 for k, v in rows.items()}
+    fns["bare lax.scan, value=cached U(x)"] = lambda: cached(params, rebased, data, key)
+  chunk = min(chunk, steps)
+  fns[f"fit, chunk={chunk}"] = (
+      lambda: amc_jax.fit(tx, params, loss_fn, data, chunk=chunk, **kw).params
+  )
+  fns[f"fit, chunk={steps} (1 dispatch)"] = (
+      lambda: amc_jax.fit(tx, params, loss_fn, data, chunk=steps, **kw).params
+  )
+  return {k: v / steps * 1e6 for k, v in median_seconds(fns, repeats).items()}
 
 
 def ensembles(tx, data, steps, chunk, repeats, sizes, measure_separate):
-  single = init_params(jax.random.key(0))
   kw = dict(steps=steps, chunk=chunk, progress=False)
-  t_single = median_seconds(lambda: amc_jax.fit(tx, single, loss_fn, data, **kw).params, repeats)
   out = {}
   for m in sizes:
     params = jax.vmap(init_params)(jax.random.split(jax.random.key(1), m))
-    t_ens = median_seconds(
-        lambda: amc_jax.fit(tx, params, loss_fn, data, n_chains=m, **kw).params, repeats
-    )
+    fns = {
+        "ensemble": lambda: amc_jax.fit(tx, params, loss_fn, data, n_chains=m, **kw).params,
+        "single": lambda: amc_jax.fit(
+            tx, amc_jax.select_chain(params, 0), loss_fn, data, **kw
+        ).params,
+    }
     if m <= measure_separate:
-
-      def separate():
-        return [
-            amc_jax.fit(tx, amc_jax.select_chain(params, k), loss_fn, data, **kw).params
-            for k in range(m)
-        ]
-
-      t_sep, how = median_seconds(separate, max(1, repeats // 2)), "measured"
-    else:
-      t_sep, how = m * t_single, "M x single"
+      fns["separate"] = lambda: [
+          amc_jax.fit(tx, amc_jax.select_chain(params, k), loss_fn, data, **kw).params
+          for k in range(m)
+      ]
+    t = median_seconds(fns, repeats)
+    t_sep, how = (t["separate"], "measured") if "separate" in t else (
+        m * t["single"], "M x single")
     out[m] = {
-        "ensemble_us_per_step": t_ens / steps * 1e6,
+        "ensemble_us_per_step": t["ensemble"] / steps * 1e6,
         "separate_us_per_step": t_sep / steps * 1e6,
         "separate_how": how,
-        "us_per_chain_step": t_ens / steps / m * 1e6,
-        "speedup": t_sep / t_ens,
+        "single_us_per_step": t["single"] / steps * 1e6,
+        "us_per_chain_step": t["ensemble"] / steps / m * 1e6,
+        "speedup": t_sep / t["ensemble"],
     }
   return out
 
@@ -178,7 +177,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=20_000)
   parser.add_argument("--chunk", type=int, default=1000)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--n-large", type=int, default=100_000)
   parser.add_argument("--batch", type=int, default=1000)
   parser.add_argument("--ensemble-steps", type=int, default=2000)

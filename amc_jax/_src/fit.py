@@ -304,6 +304,24 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
 _rebase = jax.jit(_rebase_impl, static_argnames=("spec", "reset"))
 
 
+def _init_state_impl(params, *, tx: _Ref, ensemble: bool):
+  """``tx.init``, or the ensemble's state: compiled once per tx and shapes.
+
+  Ensembles of Monte Carlo chains are seeded by :func:`~amc_jax.init_ensemble`
+  from the key that ``tx.init`` gives a single chain (the seed of ``tx``).
+  """
+  tx = tx.obj
+  if not ensemble:
+    return tx.init(params)
+  single = _amc_states(tx.init(select_chain(params, 0)))
+  if not single:
+    return jax.vmap(tx.init)(params)
+  return ensemble_lib.init_ensemble(tx, params, single[0].key)
+
+
+_init_state = jax.jit(_init_state_impl, static_argnames=("tx", "ensemble"))
+
+
 def _errors_impl(params, batch, *, error_fn: _Ref, ensemble: bool):
   fn = lambda p: jnp.asarray(error_fn.obj(p, batch)).astype(base.loss_dtype())
   return jax.vmap(fn)(params) if ensemble else fn(params)
@@ -481,7 +499,8 @@ def fit(
 
   .. code-block:: python
 
-    updates, state = tx.update(None, state, params, value_fn=lambda p: loss_fn(p, batch))
+    value_fn = lambda p: loss_fn(p, batch)
+    updates, state = tx.update(None, state, params, value_fn=value_fn, value=current_loss)
 
   and for any other transformation (a gradient optimizer such as
   ``optax.adam``)
@@ -508,7 +527,8 @@ def fit(
   the seed of ``tx``, and independent of ``chunk`` and ``log_every``.
 
   **Minibatches and aMC.** Every aMC step must compare U(x) and U(x') on the
-  same data, and :func:`fit` always tells the step U(x) through ``value=``, so
+  same data, and :func:`fit` always tells the step U(x) (``current_loss``
+  above) through ``value=``, so
   the ``minibatch`` flag of ``tx`` does not matter. With ``batch_size`` it
   evaluates U(x) on the step's minibatch: two evaluations per step, the
   minimum for a fair comparison (the cache of a batch-mode state holds the
@@ -660,19 +680,9 @@ def fit(
     _leading_size(params, n_chains)
   elif callable(params):
     params = params(init_key)
-  one = select_chain(params, 0) if ensemble else params
   if opt_state is None:
-    # eval_shape: no need to build a whole state just to look inside it.
-    monte_carlo = bool(_amc_states(jax.eval_shape(tx.init, one)))
-    if not ensemble:
-      opt_state = tx.init(params)
-    elif monte_carlo:
-      seed = _amc_states(tx.init(one))[0].key
-      opt_state = ensemble_lib.init_ensemble(tx, params, seed)
-    else:
-      opt_state = jax.vmap(tx.init)(params)
-  else:
-    monte_carlo = bool(_amc_states(opt_state))
+    opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
+  monte_carlo = bool(_amc_states(opt_state))
 
   mode = "none" if data is None else ("minibatch" if batch_size else "full")
   spec = _Spec(
