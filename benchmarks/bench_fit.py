@@ -25,25 +25,20 @@ Prints the tables and writes JSON (with the machine described) to
 
 from __future__ import annotations
 
+import argparse
 import os
+import pathlib
+import statistics
+import sys
+import time
 
-_XLA_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
-if _XLA_WORKAROUND not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_WORKAROUND).strip()
+import jax
+import jax.numpy as jnp
+import optax
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import amc_jax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-
-import amc_jax  # noqa: E402
+import _common  # benchmarks/_common.py, beside this script
 
 HIDDEN, N_POINTS = 30, 1000
 
@@ -160,19 +155,6 @@ def ensembles(tx, data, steps, chunk, repeats, sizes, measure_separate):
   return out
 
 
-def machine():
-  return {
-      "platform": platform.platform(),
-      "processor": platform.processor() or platform.machine(),
-      "cpu_count": os.cpu_count(),
-      "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "device": str(jax.devices()[0]),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-  }
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=20_000)
@@ -189,6 +171,7 @@ def main(argv=None):
       "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_fit.json")
   )
   args = parser.parse_args(argv)
+  amc_jax.use_xla_cpu_workaround()  # before the first computation
   argv = sys.argv[1:] if argv is None else argv
   load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
 
@@ -256,13 +239,9 @@ def main(argv=None):
           "by_points_then_chains": {str(p): {str(m): r for m, r in by_m.items()}
                                     for p, by_m in ens.items()},
       },
-      "machine": machine(),
       "load_average_before": list(load_before) if load_before else None,
   }
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(result, indent=2) + "\n")
-  print(f"wrote {out}")
+  _common.write_json(args.out, result)
   return result
 
 

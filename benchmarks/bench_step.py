@@ -15,10 +15,8 @@ Prints a table and writes JSON (with the machine described) to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,8 @@ import jax.numpy as jnp
 import optax
 
 import amc_jax
+
+import _common  # benchmarks/_common.py, beside this script
 
 HIDDEN, N_POINTS = 30, 1000
 
@@ -147,19 +147,8 @@ def main(argv=None):
       "repeats": args.repeats,
       "us_per_step": per_step,
       "ratio_to_floor": {k: v / floor for k, v in per_step.items()},
-      "machine": {
-          "platform": platform.platform(),
-          "processor": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(),
-          "python": platform.python_version(),
-          "jax": jax.__version__,
-          "device": str(jax.devices()[0]),
-      },
   }
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(result, indent=2) + "\n")
-  print(f"wrote {out}")
+  _common.write_json(args.out, result)
   return result
 
 
