@@ -250,13 +250,18 @@ def test_gradient_transformations_with_extra_args_get_value_grad_and_value_fn():
   assert result.history["loss"][-1] < loss_fn(PARAMS, DATA)
 
 
-def test_progress_bar_lines_and_silence(capsys, monkeypatch):
+def test_tqdm_progress_bar(capsys):
+  pytest.importorskip("tqdm")  # the optional [progress] extra; [test] installs it
   kw = dict(KW, steps=200)
   del kw["progress"]
   amc_jax.fit(TX, PARAMS, loss_fn, DATA, progress=True, **kw)
   err = capsys.readouterr().err
   assert "200/200" in err and "acceptance" in err and "sigma" in err
 
+
+def test_progress_lines_and_silence(capsys, monkeypatch):
+  kw = dict(KW, steps=200)
+  del kw["progress"]
   lines = []
   amc_jax.fit(TX, PARAMS, loss_fn, DATA, progress=lines.append, **kw)
   assert len(lines) == 2 and lines[-1].startswith("step 200/200  loss ")
