@@ -338,10 +338,13 @@ def test_chain_k_of_an_ensemble_is_the_single_chain_fit_of_its_params_and_state(
         tx, amc_jax.select_chain(params, k), loss_fn, DATA,
         opt_state=amc_jax.select_chain(state0, k), **kw,
     )
-    # Bitwise: the same moves, decisions and adaptation. The vmapped loss may
-    # round differently in its last bit (batched reductions), never enough
-    # here to change a decision.
-    chex.assert_trees_all_equal(one.params, amc_jax.select_chain(ens.params, k))
+    # The same decisions and adaptation, exactly. The params agree bit for bit
+    # on jax 0.10.2; jax 0.12's batched step rounds a few moves differently in
+    # the last bit, and the drift stays ~1e-7 over 200 steps: never enough here
+    # to change a decision.
+    chex.assert_trees_all_close(
+        one.params, amc_jax.select_chain(ens.params, k), rtol=1e-5, atol=1e-6
+    )
     assert int(one.opt_state.n_accept) == int(ens.opt_state.n_accept[k])
     assert one.opt_state.sigma == ens.opt_state.sigma[k]
     np.testing.assert_allclose(one.history["loss"], ens.history["loss"][:, k], rtol=1e-6)
