@@ -106,6 +106,16 @@ def _keep_alive(loss: jax.Array, still_bad: jax.Array) -> jax.Array:
   return loss + jnp.where(still_bad, jnp.full_like(loss, jnp.nan), jnp.zeros_like(loss))
 
 
+def _host_check(bad: jax.Array) -> jax.Array:
+  """Runs :func:`_raise_bad_current_loss` on the host, once for all chains."""
+  return jax.pure_callback(
+      _raise_bad_current_loss,
+      jax.ShapeDtypeStruct(jnp.shape(bad), jnp.bool_),
+      bad,
+      vmap_method="expand_dims",
+  )
+
+
 def checked_in_place(loss: jax.Array) -> jax.Array:
   """The host check of :func:`check_current_loss`, without its loop.
 
@@ -116,13 +126,7 @@ def checked_in_place(loss: jax.Array) -> jax.Array:
   if base.is_concrete(bad):
     _raise_bad_current_loss(bad)
     return loss
-  still_bad = jax.pure_callback(
-      _raise_bad_current_loss,
-      jax.ShapeDtypeStruct(jnp.shape(bad), jnp.bool_),
-      bad,
-      vmap_method="expand_dims",
-  )
-  return _keep_alive(loss, still_bad)
+  return _keep_alive(loss, _host_check(bad))
 
 
 def check_current_loss(loss: jax.Array) -> jax.Array:
@@ -141,16 +145,8 @@ def check_current_loss(loss: jax.Array) -> jax.Array:
     _raise_bad_current_loss(bad)
     return loss
 
-  def body(b):
-    return jax.pure_callback(
-        _raise_bad_current_loss,
-        jax.ShapeDtypeStruct(jnp.shape(b), jnp.bool_),
-        b,
-        vmap_method="expand_dims",
-    )
-
   # The loop's result feeds the returned loss, so XLA cannot drop the loop as
   # dead code. Only the flag enters the loop: passing the loss in as well made
   # every step of a scan several times slower on XLA:CPU.
-  still_bad = lax.while_loop(lambda b: b, body, bad)
+  still_bad = lax.while_loop(lambda b: b, _host_check, bad)
   return _keep_alive(loss, still_bad)

@@ -159,9 +159,7 @@ def _step(
   # add, XLA:CPU fused the normal draw (bits -> erfinv) into the loss's
   # [data x units] fusion and recomputed it for every data point, a step
   # 3.5x slower than with the add.
-  eps = proposals.gaussian_move(
-      proposal_key, state.mu, state.sigma, scales, use_mu=True
-  )
+  eps = proposals.gaussian_move(proposal_key, state.mu, state.sigma, scales)
   # x' = x + select(finite, eps, 0) rather than x + eps: the caller applies
   # x + select(accepted, eps, 0), and the proposal must round exactly like
   # it. A bare x + sigma * z lets XLA:CPU contract the multiply and the add

@@ -97,21 +97,18 @@ def gaussian_move(
     mu: PyTree,
     sigma: jax.Array,
     scales: Optional[PyTree] = None,
-    *,
-    use_mu: bool = True,
 ) -> PyTree:
   r"""Draws the move of Eq. (9): :math:`\epsilon_i \sim N(\mu_i, (\lambda_i\sigma)^2)`.
 
   Computed leaf by leaf in the leaf's dtype as
-  ``eps = mu + (sigma * lambda) * z`` (``eps = sigma * z`` when ``use_mu`` is
-  False and no scales are given), with ``z`` from :func:`standard_normal_like`.
+  ``eps = mu + (sigma * lambda) * z`` (``eps = mu + sigma * z`` without
+  scales), with ``z`` from :func:`standard_normal_like`.
 
   Args:
     key: PRNG key for this move.
     mu: pytree of proposal centres, shaped and typed like the params.
     sigma: scalar step size.
     scales: optional pytree like ``mu`` of multipliers ``lambda_i``.
-    use_mu: when False, ``mu`` is known to be zero and is not added.
 
   Returns:
     The move ``eps``, a pytree like ``mu``.
@@ -124,7 +121,7 @@ def gaussian_move(
     if lam is not None:
       step = step * jnp.broadcast_to(jnp.asarray(lam).astype(dtype), jnp.shape(m))
     move = step * zi
-    return m + move if use_mu else move
+    return m + move
 
   if scales is None:
     return jax.tree_util.tree_map(lambda m, zi: leaf_move(m, zi, None), mu, z)
