@@ -30,3 +30,11 @@ def test_benchmark_runs_and_writes_json(script, tmp_path):
   record = json.loads(out.read_text())
   assert record["machine"]["cpu_count"] >= 1
   assert "command" in record
+  # Every row is a positive time, and the reference row of each table is 1.
+  tables = [record] if "ratio_to_floor" in record else [record["batch_mode"], record["minibatch"]]
+  for table in tables:
+    times = table["us_per_step"]
+    ratios = table.get("ratio_to_floor") or table["ratio_to_bare_scan"]
+    assert all(t > 0 for t in times.values())
+    assert sorted(ratios.values())[0] > 0 and 1.0 in ratios.values()
+    assert set(ratios) == set(times)
