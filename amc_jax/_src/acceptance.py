@@ -10,6 +10,7 @@ import numpy as np
 from jax import lax
 
 from amc_jax._src import base
+from amc_jax._src import proposals
 
 
 class Decision(NamedTuple):
@@ -80,6 +81,39 @@ def as_loss(value: Any, what: str) -> jax.Array:
 def evaluate(value_fn: Callable[..., Any], params: Any, what: str = "value_fn(params)") -> jax.Array:
   """Evaluates ``value_fn(params)`` and checks that it is a real scalar."""
   return as_loss(value_fn(params), what)
+
+
+def as_loss_and_scales(value: Any, params: Any, what: str) -> tuple[jax.Array, Any]:
+  """Checks a ``(loss, scales)`` pair, as returned by a signal-norm loss.
+
+  The loss must be a real scalar; ``scales`` a pytree like ``params`` whose
+  leaves broadcast to the params leaves. The scales are returned broadcast to
+  the params' shapes and cast to their dtypes, so that they can be cached in a
+  state of fixed structure.
+  """
+  if not (isinstance(value, (tuple, list)) and len(value) == 2):
+    raise TypeError(
+        f"With signal_norm=True, {what} must return a pair (loss, scales), the"
+        " scales a pytree like params of the multipliers lambda_i (for flax"
+        " models use amc_jax.signal_norm_value_fn or amc_jax.signal_norm_apply);"
+        f" got {type(value).__name__}."
+    )
+  loss, scales = value
+  loss = as_loss(loss, f"the loss returned by {what}")
+  proposals.check_scales(scales, params)
+  scales = jax.tree_util.tree_map(
+      lambda s, p: jnp.broadcast_to(jnp.asarray(s).astype(jnp.result_type(p)), jnp.shape(p)),
+      scales,
+      params,
+  )
+  return loss, scales
+
+
+def evaluate_with_scales(
+    value_fn: Callable[..., Any], params: Any, what: str = "value_fn(params)"
+) -> tuple[jax.Array, Any]:
+  """Evaluates a signal-norm ``value_fn(params) -> (loss, scales)`` and checks it."""
+  return as_loss_and_scales(value_fn(params), params, what)
 
 
 def _raise_bad_current_loss(bad):

@@ -57,6 +57,9 @@ class AMCState(NamedTuple):
     count: number of steps taken.
     n_accept: number of accepted moves.
     info: an :class:`AMCInfo` for the last step.
+    scales: with ``signal_norm=True``, the signal-norm multipliers
+      lambda_i (Eq. 18) of the current params, a pytree like them
+      (ones until the first step), cached with ``loss``; ``None`` otherwise.
   """
 
   key: jax.Array
@@ -67,6 +70,7 @@ class AMCState(NamedTuple):
   count: jax.Array
   n_accept: jax.Array
   info: AMCInfo
+  scales: Optional[PyTree] = None
 
 
 def _check_like(mu: PyTree, params: PyTree) -> None:
@@ -87,24 +91,46 @@ def _check_like(mu: PyTree, params: PyTree) -> None:
       )
 
 
+def _evaluate(
+    value_fn: Callable[[PyTree], Any], params: PyTree, signal_norm: bool, what: str
+) -> tuple[jax.Array, Optional[PyTree]]:
+  """``value_fn(params)`` as (loss, scales); scales is None without signal norm."""
+  if signal_norm:
+    return acceptance.evaluate_with_scales(value_fn, params, what)
+  return acceptance.evaluate(value_fn, params, what), None
+
+
 def _current_loss(
     state: AMCState,
     params: PyTree,
     value_fn: Callable[[PyTree], Any],
     value: Optional[Any],
     minibatch: bool,
-) -> jax.Array:
-  """Step 1 of Section III: the loss U(x) of the current params on this data."""
+    signal_norm: bool,
+) -> tuple[jax.Array, Optional[PyTree]]:
+  """Step 1 of Section III: the loss U(x) of the current params on this data.
+
+  With signal norm also the lambdas of Eq. (18) of the current params, "the
+  required quantities having been calculated in the course of calculating
+  U(x)": returned by the same call of ``value_fn``, or cached in the state
+  with the loss in batch mode.
+  """
   if value is not None:
-    return acceptance.check_current_loss(acceptance.as_loss(value, "value"))
+    if signal_norm:
+      loss, scales = acceptance.as_loss_and_scales(value, params, "value=")
+    else:
+      loss, scales = acceptance.as_loss(value, "value"), None
+    return acceptance.check_current_loss(loss), scales
   if minibatch:
-    return acceptance.check_current_loss(acceptance.evaluate(value_fn, params))
+    loss, scales = _evaluate(value_fn, params, signal_norm, "value_fn(params)")
+    return acceptance.check_current_loss(loss), scales
 
   # Batch mode: U(x) is known from the previous step, except on the first.
   if base.is_concrete(state.count):  # eager call: plain Python control flow
     if int(state.count) == 0:
-      return acceptance.check_current_loss(acceptance.evaluate(value_fn, params))
-    return state.loss
+      loss, scales = _evaluate(value_fn, params, signal_norm, "value_fn(params)")
+      return acceptance.check_current_loss(loss), scales
+    return state.loss, state.scales
   # A while loop (trip count 0 or 1) rather than a cond keeps that first
   # evaluation out of every later step under vmap too, where a cond with a
   # batched predicate would evaluate both branches on every step.
@@ -116,19 +142,19 @@ def _current_loss(
   # invariant and hoists it out of the loop, where it runs on every step (it
   # did so under vmap, making an ensemble step 5x slower than one chain).
   def first_evaluation(carry):
-    _, _, trips = carry
+    _, _, _, trips = carry
     inside = jax.tree_util.tree_map(
         lambda x: jnp.where(trips < 0, jnp.zeros_like(x), x), params
     )
-    loss = acceptance.evaluate(value_fn, inside)
-    return jnp.zeros_like(carry[0]), acceptance.checked_in_place(loss), trips + 1
+    loss, scales = _evaluate(value_fn, inside, signal_norm, "value_fn(params)")
+    return jnp.zeros_like(carry[0]), acceptance.checked_in_place(loss), scales, trips + 1
 
-  _, loss, _ = lax.while_loop(
+  _, loss, scales, _ = lax.while_loop(
       lambda carry: carry[0],
       first_evaluation,
-      (state.count == 0, state.loss, jnp.zeros_like(state.count)),
+      (state.count == 0, state.loss, state.scales, jnp.zeros_like(state.count)),
   )
-  return loss
+  return loss, scales
 
 
 def _step(
@@ -143,6 +169,7 @@ def _step(
     sigma_decay: base.Scalar,
     temperature: base.ScalarOrSchedule,
     minibatch: bool,
+    signal_norm: bool,
 ) -> tuple[PyTree, AMCState]:
   """One aMC step, Section III steps 1-4. Returns (updates, new state)."""
   _check_like(state.mu, params)
@@ -151,8 +178,11 @@ def _step(
   adapt_mu = not base.is_static_zero(epsilon)
   key, proposal_key, accept_key = jax.random.split(state.key, 3)
 
-  # 1. Current state.
-  current = _current_loss(state, params, value_fn, value, minibatch)
+  # 1. Current state (and, with signal norm, the lambdas of Eq. 18).
+  current, lambdas = _current_loss(state, params, value_fn, value, minibatch, signal_norm)
+  if lambdas is not None:
+    # User scales=, if any, multiply the signal-norm lambdas.
+    scales = lambdas if scales is None else jax.tree_util.tree_map(jnp.multiply, lambdas, scales)
 
   # 2. Proposed move, Eq. (9): eps_i ~ N(mu_i, (lambda_i sigma)^2).
   # mu is added even when it is known to be zero (epsilon = 0): without the
@@ -170,7 +200,9 @@ def _step(
   proposal = jax.tree_util.tree_map(
       lambda x, e, ok: x + jnp.where(ok, e, jnp.zeros_like(e)), params, eps, finite
   )
-  proposed = acceptance.evaluate(value_fn, proposal, "value_fn(proposal)")
+  proposed, proposed_lambdas = _evaluate(
+      value_fn, proposal, signal_norm, "value_fn(proposal)"
+  )
   # A non-finite move (from non-finite scales) is never accepted, whatever the
   # loss says about the proposal in which it was zeroed.
   finite_move = jnp.all(
@@ -220,6 +252,11 @@ def _step(
           acceptance_probability=decision.acceptance_probability,
           reset=reset,
       ),
+      scales=None
+      if lambdas is None
+      else jax.tree_util.tree_map(
+          lambda new, old: jnp.where(accepted, new, old), proposed_lambdas, lambdas
+      ),
   )
   return updates, new_state
 
@@ -232,6 +269,7 @@ def amc(
     temperature: base.ScalarOrSchedule = 0.0,
     *,
     minibatch: bool = False,
+    signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adaptive Monte Carlo (aMC), Section III of Whitelam et al. (2022).
@@ -290,6 +328,20 @@ def amc(
       count to T. A decreasing schedule is simulated annealing. A schedule
       value <= 0 allows no uphill move.
     minibatch: evaluate the current params' loss on every step (see above).
+    signal_norm: "signal norm on" (Section III B): the step size of weight
+      :math:`x_i` feeding neuron :math:`j` is :math:`\lambda_i\sigma` with
+
+      .. math::
+        \lambda_i = \Big(N_\text{data}^{-1} \sum_{\alpha=1}^{N_\text{data}}
+        \sum_{i' \to j} S_{\alpha i'}^2\Big)^{-1/2} \quad \text{(Eq. 17)},
+
+      :math:`\lambda_i = 1` for biases (Eq. 18). ``value_fn`` must then return
+      the pair ``(loss, scales)``, the lambdas of the params it was called with,
+      computed in the same forward pass (:func:`amc_jax.signal_norm_value_fn`
+      and :func:`amc_jax.signal_norm_apply` do so for flax models). The lambdas
+      of the current params are cached in ``state.scales`` next to the loss,
+      so a batch-mode step still costs one call of ``value_fn``; ``value=``
+      must then be such a pair too. A ``scales=`` argument multiplies them.
     seed: an int or a ``jax.random.key`` (a legacy ``PRNGKey`` is accepted).
 
   Returns:
@@ -329,6 +381,8 @@ def amc(
   base.check_temperature(temperature)
   if not isinstance(minibatch, bool):
     raise TypeError(f"minibatch must be a bool, got {minibatch!r}.")
+  if not isinstance(signal_norm, bool):
+    raise TypeError(f"signal_norm must be a bool, got {signal_norm!r}.")
   if base.is_concrete(seed):
     base.as_key(seed)  # validate the type now rather than at init
 
@@ -349,6 +403,7 @@ def amc(
             acceptance_probability=jnp.zeros([], dtype),
             reset=jnp.zeros([], bool),
         ),
+        scales=jax.tree_util.tree_map(jnp.ones_like, params) if signal_norm else None,
     )
 
   def update_fn(
@@ -385,6 +440,7 @@ def amc(
         sigma_decay=sigma_decay,
         temperature=temperature,
         minibatch=minibatch,
+        signal_norm=signal_norm,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -395,6 +451,7 @@ def metropolis(
     temperature: base.ScalarOrSchedule = 0.0,
     *,
     minibatch: bool = False,
+    signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Plain Metropolis Monte Carlo: aMC with :math:`\epsilon = 0` and fixed sigma.
@@ -411,6 +468,8 @@ def metropolis(
     sigma: step size :math:`\sigma > 0`.
     temperature: :math:`T \ge 0`, a float or an optax schedule.
     minibatch: evaluate the current params' loss on every step.
+    signal_norm: step sizes :math:`\lambda_i \sigma` from the signal feeding
+      each neuron; see :func:`amc`.
     seed: an int or a ``jax.random.key``.
 
   Returns:
@@ -439,5 +498,6 @@ def metropolis(
       sigma_decay=1.0,
       temperature=temperature,
       minibatch=minibatch,
+      signal_norm=signal_norm,
       seed=seed,
   )
