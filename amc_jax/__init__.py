@@ -17,6 +17,9 @@ from amc_jax._src.flax_utils import nnx_value_fn
 from amc_jax._src.proposals import gaussian_move
 from amc_jax._src.proposals import standard_normal_like
 from amc_jax._src.sharding import device_mesh
+from amc_jax._src.signal_norm import SignalNormWarning
+from amc_jax._src.signal_norm import signal_norm_apply
+from amc_jax._src.signal_norm import signal_norm_value_fn
 from amc_jax._src.sharding import ensemble_map
 from amc_jax._src.sharding import replicate
 from amc_jax._src.sharding import shard_batch
@@ -30,6 +33,7 @@ __all__ = (
     "AMCState",
     "FitResult",
     "ProgressiveBatching",
+    "SignalNormWarning",
     "TrainState",
     "amc",
     "device_mesh",
@@ -46,6 +50,8 @@ __all__ = (
     "select_chain",
     "shard_batch",
     "shard_ensemble",
+    "signal_norm_apply",
+    "signal_norm_value_fn",
     "standard_normal_like",
     "use_xla_cpu_workaround",
 )

@@ -202,7 +202,8 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
       # evaluation for any tx, minibatch=True included, and keeps the step's
       # first-evaluation loop out of the program: under vmap XLA:CPU runs that
       # loop's loss evaluation on every step (a second one per chain).
-      value = _amc_states(opt_state)[0].loss
+      cached = _amc_states(opt_state)[0]
+      value = cached.loss if cached.scales is None else (cached.loss, cached.scales)
     updates, opt_state = tx.update(None, opt_state, params, value_fn=value_fn, value=value)
     state = _amc_states(opt_state)[0]
     loss, accepted, sigma = state.loss, state.info.accepted, state.sigma
@@ -283,11 +284,17 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
   tx = spec.tx.obj
 
   def one_chain(params, opt_state):
-    loss = acceptance.as_loss(_value_fn(spec, batch)(params), "loss_fn(params, batch)")
+    value = _value_fn(spec, batch)(params)
+    if any(state.scales is not None for state in _amc_states(opt_state)):
+      loss, scales = acceptance.as_loss_and_scales(value, params, "loss_fn(params, batch)")
+    else:
+      loss, scales = acceptance.as_loss(value, "loss_fn(params, batch)"), None
     fresh = tx.init(params) if reset else opt_state
 
     def rebase(state, new):
       state = state._replace(loss=loss)
+      if state.scales is not None:
+        state = state._replace(scales=scales)
       if reset:
         state = state._replace(
             sigma=new.sigma, mu=new.mu, n_reject=jnp.zeros_like(state.n_reject)
