@@ -23,8 +23,11 @@ Two parts, chosen with ``--part`` (default: both):
   The issue's target is on / off <= 1.15. ``--no-xla-workaround`` skips
   ``amc_jax.use_xla_cpu_workaround()``: its flag turns off XLA:CPU's fused
   reductions, which signal norm's sums of squares pay for (the JSON records
-  which). After timing, the loss cached in each final state is checked
-  against a float64 NumPy forward pass of the final params.
+  which). A third, diagnostic variant runs the signal-norm step with the
+  lambdas fixed to 1 (``value_fn`` returns ones): the step's own share of the
+  cost, without the statistics of Eq. (17). After timing, the loss cached in
+  each final state is checked against a float64 NumPy forward pass of the
+  final params.
 
 ``effect`` (Fig. 6 of the paper)
   Deep narrow tanh nets, input 1 -> (d - 2) x [Dense(4), tanh] -> Dense(10),
@@ -279,13 +282,18 @@ def part_cost(args, argv, suffix, workaround):
   print(f"aMC (sigma0={SIGMA0}, epsilon={EPSILON}, n_reset={N_RESET}), batch mode,"
         f" median of {args.repeats}, XLA:CPU workaround {'on' if workaround else 'off'}")
   print(f"{'model':44s} {'steps':>6s} {'on us/step':>11s} {'off us/step':>12s} {'on/off':>7s}"
-        f" {'loss check':>10s}")
+        f" {'lambdas=1':>10s} {'/off':>6s} {'loss check':>10s}")
   names = {"mlp": f"MLP 784-16-16-10, {x.shape[0]} examples",
            "deep": f"deep narrow net, depth {args.cost_depth}, {N_POINTS} points"}
   for k, r in rows.items():
     err = max(c["rel_err"] for c in r["loss_check"].values())
     print(f"{names[k]:44s} {r['steps_per_scan']:6d} {r['us_per_step']['on']:11.1f}"
-          f" {r['us_per_step']['off']:12.1f} {r['ratio_on_off']:7.3f} {err:10.1e}")
+          f" {r['us_per_step']['off']:12.1f} {r['ratio_on_off']:7.3f}"
+          f" {r['us_per_step']['on, lambdas = 1']:10.1f} {r['ratio_on_lambdas_1_off']:6.3f}"
+          f" {err:10.1e}")
+  print("lambdas=1: the signal-norm step with value_fn returning ones for the lambdas"
+        " (the step's share of the cost, without the statistics of Eq. 17)")
+  print("loss check: max relative error of the cached losses against float64 NumPy")
   print(f"target: on/off <= 1.15; data: {what}; wall {wall:.1f} s")
   result = {
       "command": "python benchmarks/bench_signal_norm.py " + " ".join(argv),

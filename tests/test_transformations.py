@@ -12,6 +12,25 @@ import pytest
 
 import amc_jax
 
+def _signal_norm_driven_by_a_plain_loss(tx):
+  """amc(signal_norm=True) behind the plain-loss contract: the loss returns
+  fixed lambdas of 0.5 with every evaluation (real ones are tested in
+  test_signal_norm.py); so the caching of the lambdas goes through every check."""
+
+  def lambdas(params):
+    return jax.tree_util.tree_map(lambda x: jnp.full_like(x, 0.5), params)
+
+  def update(updates, state, params=None, *, value_fn=None, value=None, **extra):
+    if value is not None:
+      value = (value, lambdas(params))
+    return tx.update(
+        updates, state, params, value_fn=lambda p: (value_fn(p), lambdas(p)), value=value,
+        **extra,
+    )
+
+  return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
 TRANSFORMATIONS = {
     "amc": lambda seed=0: amc_jax.amc(0.1, epsilon=0.1, n_reset=20, seed=seed),
     "amc_minibatch": lambda seed=0: amc_jax.amc(
@@ -20,6 +39,9 @@ TRANSFORMATIONS = {
     "amc_annealed": lambda seed=0: amc_jax.amc(
         0.1, epsilon=0.05, n_reset=20, seed=seed,
         temperature=optax.exponential_decay(1e-2, 200, 0.1),
+    ),
+    "amc_signal_norm": lambda seed=0: _signal_norm_driven_by_a_plain_loss(
+        amc_jax.amc(0.2, epsilon=0.1, n_reset=20, signal_norm=True, seed=seed)
     ),
     "metropolis": lambda seed=0: amc_jax.metropolis(0.02, seed=seed),
     "amc_injected": lambda seed=0: optax.inject_hyperparams(amc_jax.amc)(

@@ -545,6 +545,11 @@ def fit(
   resumed ``opt_state`` may hold a loss on other data (minibatches, another
   data set), and on every growth of a progressive minibatch.
 
+  **Signal norm.** With ``amc(..., signal_norm=True)``, ``loss_fn`` returns
+  ``(loss, lambdas)`` (e.g. ``lambda p, b: value_fn(p, *b)`` for ``value_fn``
+  from :func:`~amc_jax.signal_norm_value_fn`), and the lambdas cached in the
+  state travel with the cached loss: still one evaluation per full-batch step.
+
   **Ensembles.** With ``n_chains=M`` the leaves of ``params`` carry a leading
   chain axis of size M (or ``params`` is a function ``init(key) -> params``,
   called for ``jax.random.split(jax.random.fold_in(key, 1), M)``), the state is
