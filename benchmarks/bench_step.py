@@ -1,14 +1,28 @@
-"""Time per step of aMC against its floor and against Adam, side by side.
+"""Time per step of aMC against its floor, Adam, the fitting loop and PyTorch.
 
-The floor of a batch-mode Monte Carlo step is one loss evaluation plus the
-random numbers and the select that any Metropolis step needs; it is written
-here as plain JAX in the same ``lax.scan`` as the amc_jax step. Adam pays a
-forward and a backward pass. Every row is a median over repeats after a
-warm-up, all rows measured in the same run.
+For each problem (``_problems.py``: the sine net, the 784-16-16-10 MLP on 60k
+MNIST-format images in full batch and with minibatches of 2000, the deep
+narrow net of depth 32, a tanh RNN on long sequences) one table, all rows
+measured in the same run with their repeats interleaved, each the median over
+repeats after a warm-up:
 
-  python benchmarks/bench_step.py [--steps 20000] [--repeats 7] [--out FILE]
+(a) ``amc_jax.amc`` inside a jitted ``lax.scan`` (``minibatch=True`` with the
+    minibatch drawn in the scan, as ``amc_jax.fit`` draws it);
+(b) the floor for that mode in plain JAX in the same scan: one normal draw,
+    one loss evaluation, compare, select (batch mode); the minibatch draw plus
+    two evaluations, compare, select (minibatch mode);
+(c) ``optax.adam`` with ``jax.value_and_grad`` in the same scan;
+(d) ``amc_jax.fit`` (one chunk of all the steps);
+(e) the authors' PyTorch aMC optimizer (``_torch_reference.py``) when torch and
+    a checkout of their code (``--amc-torch-dir`` or ``AMC_TORCH_DIR``) are
+    available; skipped otherwise.
 
-Prints a table and writes JSON (with the machine described) to
+Then chain-steps per second for 1, 10, 100, 1000 vmapped chains of the sine
+net.
+
+  python benchmarks/bench_step.py [--problems sine mlp mlp_mb deep rnn] [--repeats 7]
+
+Prints the tables and writes JSON (with the machine described) to
 ``benchmarks/results/bench_step.json`` unless ``--out`` says otherwise.
 """
 
@@ -28,42 +42,45 @@ import optax
 import amc_jax
 
 import _common  # benchmarks/_common.py, beside this script
+import _problems
 
-HIDDEN, N_POINTS = 30, 1000
+HIDDEN, N_POINTS = 30, 1000  # the sine net, also used by bench_fit.py and bench_evosax.py
+SIGMA0, EPSILON, N_RESET = 1e-2, 0.1, 100
 
 
 def sine_problem():
-  theta = jnp.arange(N_POINTS, dtype=jnp.float32) / N_POINTS
-  target = jnp.sin(2 * jnp.pi * theta)
-  keys = jax.random.split(jax.random.key(0), 3)
-  params = {k: 0.1 * jax.random.normal(kk, (HIDDEN,)) for k, kk in zip("wba", keys)}
-
-  def loss(p):
-    f = jnp.tanh(theta[:, None] * p["w"][None, :] + p["b"][None, :]) @ p["a"]
-    return jnp.mean((f - target) ** 2)
-
-  return params, loss
+  """The sine net as (params, loss(params)) with its data built in."""
+  problem = _problems.sine(N_POINTS, HIDDEN)
+  return problem.params, lambda p: problem.loss(p, problem.data)
 
 
-def scan_amc(tx, loss, n_steps):
-  def run(params, state):
-    def body(carry, _):
+def draw(data, key, t, batch_size):
+  """The minibatch of step t, exactly as amc_jax.fit draws it."""
+  n = jax.tree_util.tree_leaves(data)[0].shape[0]
+  idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
+  return jax.tree_util.tree_map(lambda x: x.at[idx].get(mode="promise_in_bounds"), data)
+
+
+def scan_amc(tx, loss, n_steps, batch_size=None):
+  def run(params, state, data, key):
+    def body(carry, t):
       params, state = carry
-      updates, state = tx.update(None, state, params, value_fn=loss)
+      batch = data if batch_size is None else draw(data, key, t, batch_size)
+      updates, state = tx.update(None, state, params, value_fn=lambda p: loss(p, batch))
       return (optax.apply_updates(params, updates), state), None
 
-    return jax.lax.scan(body, (params, state), None, length=n_steps)[0]
+    return jax.lax.scan(body, (params, state), jnp.arange(n_steps))[0]
 
   return jax.jit(run)
 
 
-def scan_floor(loss, n_steps):
-  """One normal draw, one loss evaluation, compare, select: nothing else."""
+def scan_floor(loss, n_steps, batch_size=None):
+  """The least any Monte Carlo step of this mode must do, in plain JAX."""
 
-  def run(params, carry):
-    def body(carry, _):
-      params, key, current = carry
-      key, sub = jax.random.split(key)
+  def run(params, carry, data, key):
+    def body(carry, t):
+      params, rng, current = carry
+      rng, sub = jax.random.split(rng)
       leaves, treedef = jax.tree_util.tree_flatten(params)
       z = jax.random.normal(sub, (sum(x.size for x in leaves),))
       out, offset = [], 0
@@ -71,82 +88,203 @@ def scan_floor(loss, n_steps):
         out.append(x + 1e-3 * z[offset : offset + x.size].reshape(x.shape))
         offset += x.size
       proposal = jax.tree_util.tree_unflatten(treedef, out)
-      proposed = loss(proposal)
+      if batch_size is None:
+        proposed = loss(proposal, data)
+      else:
+        batch = draw(data, key, t, batch_size)
+        current = loss(params, batch)
+        proposed = loss(proposal, batch)
       accept = proposed <= current
       params = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), proposal, params)
-      return (params, key, jnp.where(accept, proposed, current)), None
+      return (params, rng, jnp.where(accept, proposed, current)), None
 
-    return jax.lax.scan(body, (params,) + carry, None, length=n_steps)[0]
+    return jax.lax.scan(body, (params,) + carry, jnp.arange(n_steps))[0]
 
   return jax.jit(run)
 
 
-def scan_adam(loss, n_steps):
-  tx = optax.adam(1e-3)
-
-  def run(params, state):
-    def body(carry, _):
+def scan_adam(tx, loss, n_steps, batch_size=None):
+  def run(params, state, data, key):
+    def body(carry, t):
       params, state = carry
-      _, grads = jax.value_and_grad(loss)(params)
+      batch = data if batch_size is None else draw(data, key, t, batch_size)
+      _, grads = jax.value_and_grad(loss)(params, batch)
       updates, state = tx.update(grads, state, params)
       return (optax.apply_updates(params, updates), state), None
 
-    return jax.lax.scan(body, (params, state), None, length=n_steps)[0]
+    return jax.lax.scan(body, (params, state), jnp.arange(n_steps))[0]
 
-  return jax.jit(run), tx
+  return jax.jit(run)
 
 
-def median_seconds(fn, args, repeats):
-  jax.block_until_ready(fn(*args))  # compile and warm up
-  times = []
+def time_interleaved(fns: dict, repeats: int) -> dict:
+  """Median seconds of each zero-argument fn, repeats interleaved, after a warm-up."""
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  times = {k: [] for k in fns}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    for k, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[k].append(time.perf_counter() - t0)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+ROW_AMC = "amc_jax.amc in lax.scan"
+ROW_FLOOR = "floor (plain JAX)"
+ROW_ADAM = "optax.adam + value_and_grad"
+ROW_FIT = "amc_jax.fit"
+ROW_TORCH = "PyTorch reference (authors' aMC)"
+
+
+def bench_problem(problem, n_steps, repeats, batch_size=None, torch_dir=None):
+  """One table: us per step of every row, and the ratios to the floor."""
+  params, loss, data = problem.params, problem.loss, problem.data
+  key = jax.random.key(1)
+  tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET, minibatch=batch_size is not None)
+  amc_fn = scan_amc(tx, loss, n_steps, batch_size)
+  state = tx.init(params)
+  state = amc_fn(params, state, data, key)[1]  # past the first step's extra evaluation
+  floor_fn = scan_floor(loss, n_steps, batch_size)
+  floor_carry = (jax.random.key(0), loss(params, data if batch_size is None else draw(data, key, 0, batch_size)))
+  adam = optax.adam(1e-3)
+  adam_fn = scan_adam(adam, loss, n_steps, batch_size)
+  adam_state = adam.init(params)
+  fit_tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET)
+  fit = lambda: amc_jax.fit(
+      fit_tx, params, loss, data, steps=n_steps, batch_size=batch_size, chunk=n_steps,
+      log_every=n_steps, progress=False,
+  ).params
+  rows = {
+      ROW_AMC: lambda: amc_fn(params, state, data, key),
+      ROW_FLOOR: lambda: floor_fn(params, floor_carry, data, key),
+      ROW_ADAM: lambda: adam_fn(params, adam_state, data, key),
+      ROW_FIT: fit,
+  }
+  seconds = time_interleaved(rows, repeats)
+  per_step = {k: v / n_steps * 1e6 for k, v in seconds.items()}
+  torch_note = None
+  if torch_dir is not False:
+    try:
+      import _torch_reference  # pylint: disable=g-import-not-at-top
+    except ImportError as e:  # pragma: no cover
+      ok, torch_note = False, f"benchmarks/_torch_reference.py not importable: {e}"
+    else:
+      ok, torch_note = _torch_reference.available(torch_dir)
+    if ok:
+      torch_steps = max(1, min(n_steps, 2000 if problem.name == "sine" else n_steps))
+      result = _torch_reference.time_per_step(
+          problem.torch_problem, problem.numpy_data, steps=torch_steps, repeats=repeats,
+          amc_dir=torch_dir, minibatch=batch_size, sigma0=SIGMA0, epsilon=EPSILON,
+          n_reset=N_RESET,
+      )
+      per_step[ROW_TORCH] = result["seconds_per_step"] * 1e6
+      torch_note = {k: v for k, v in result.items() if k != "all_runs"}
+  floor = per_step[ROW_FLOOR]
+  return {
+      "problem": problem.description,
+      "mode": "batch" if batch_size is None else f"minibatch {batch_size}",
+      "steps_per_scan": n_steps,
+      "us_per_step": per_step,
+      "ratio_to_floor": {k: v / floor for k, v in per_step.items()},
+      "adam_over_amc": per_step[ROW_ADAM] / per_step[ROW_AMC],
+      "torch_over_amc": per_step[ROW_TORCH] / per_step[ROW_AMC] if ROW_TORCH in per_step else None,
+      "torch": torch_note,
+  }
+
+
+def bench_ensembles(chains, n_steps, repeats):
+  params, loss = sine_problem()
+  tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET)
+
+  def make(m):
+    batch_params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), params)
+    state = amc_jax.init_ensemble(tx, batch_params, jax.random.key(0))
+    step = jax.vmap(lambda p, s: tx.update(None, s, p, value_fn=loss))
+
+    @jax.jit
+    def run(p, s):
+      def body(carry, _):
+        p, s = carry
+        u, s = step(p, s)
+        return (optax.apply_updates(p, u), s), None
+
+      return jax.lax.scan(body, (p, s), None, length=n_steps)[0]
+
+    state = run(batch_params, state)[1]
+    return lambda: run(batch_params, state)
+
+  seconds = time_interleaved({m: make(m) for m in chains}, repeats)
+  return {
+      str(m): {
+          "us_per_step": s / n_steps * 1e6,
+          "chain_steps_per_second": m * n_steps / s,
+          "time_vs_one_chain": s / seconds[chains[0]] if chains[0] == 1 else None,
+      }
+      for m, s in seconds.items()
+  }
+
+
+PROBLEMS = {
+    "sine": lambda a: (_problems.sine(N_POINTS, HIDDEN), None, a.steps),
+    "mlp": lambda a: (_problems.mlp(a.mlp_examples), None, a.mlp_steps),
+    "mlp_mb": lambda a: (_problems.mlp(a.mlp_examples), a.batch, a.mlp_mb_steps),
+    "deep": lambda a: (_problems.deep(a.depth), None, a.deep_steps),
+    "rnn": lambda a: (_problems.rnn(a.rnn_sequences, a.rnn_length), None, a.rnn_steps),
+}
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--steps", type=int, default=20_000)
+  parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+  parser.add_argument("--steps", type=int, default=20_000, help="steps per scan, sine net")
+  parser.add_argument("--mlp-steps", type=int, default=40)
+  parser.add_argument("--mlp-mb-steps", type=int, default=400)
+  parser.add_argument("--deep-steps", type=int, default=2000)
+  parser.add_argument("--rnn-steps", type=int, default=40)
+  parser.add_argument("--mlp-examples", type=int, default=60_000)
+  parser.add_argument("--batch", type=int, default=2000)
+  parser.add_argument("--depth", type=int, default=32)
+  parser.add_argument("--rnn-sequences", type=int, default=1500)
+  parser.add_argument("--rnn-length", type=int, default=196)
+  parser.add_argument("--chains", type=int, nargs="*", default=[1, 10, 100, 1000])
+  parser.add_argument("--ensemble-steps", type=int, default=2000)
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--amc-torch-dir", default=os.environ.get("AMC_TORCH_DIR"))
+  parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
   parser.add_argument(
       "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_step.json")
   )
   args = parser.parse_args(argv)
   amc_jax.use_xla_cpu_workaround()  # before the first computation
 
-  params, loss = sine_problem()
-  n = args.steps
-  tx = amc_jax.amc(1e-2, epsilon=0.1, n_reset=100)
-  amc_fn = scan_amc(tx, loss, n)
-  state = tx.init(params)
-  jax.block_until_ready(amc_fn(params, state))  # the first step evaluates U(x)
-  state = amc_fn(params, state)[1]
-  floor_fn = scan_floor(loss, n)
-  adam_fn, adam_tx = scan_adam(loss, n)
-  rows = {
-      "amc_jax.amc (batch mode)": median_seconds(amc_fn, (params, state), args.repeats),
-      "floor (plain JAX)": median_seconds(
-          floor_fn, (params, (jax.random.key(0), loss(params))), args.repeats
-      ),
-      "optax.adam + value_and_grad": median_seconds(
-          adam_fn, (params, adam_tx.init(params)), args.repeats
-      ),
-  }
-  per_step = {k: v / n * 1e6 for k, v in rows.items()}
-  floor = per_step["floor (plain JAX)"]
-  print(f"sine net 1-{HIDDEN}-1, {N_POINTS} points, {n} steps per scan, median of {args.repeats}")
-  print(f"{'method':32s} {'us/step':>9s} {'/ floor':>8s}")
-  for k, v in per_step.items():
-    print(f"{k:32s} {v:9.2f} {v / floor:8.2f}")
+  tables = {}
+  for name in args.problems:
+    problem, batch, n = PROBLEMS[name](args)
+    table = bench_problem(
+        problem, n, args.repeats, batch, torch_dir=False if args.no_torch else args.amc_torch_dir
+    )
+    tables[name] = table
+    print(f"\n{name}: {table['problem']}, {table['mode']}, {n} steps per scan, median of {args.repeats}")
+    print(f"{'method':36s} {'us/step':>11s} {'/ floor':>8s}")
+    for k, v in table["us_per_step"].items():
+      print(f"{k:36s} {v:11.1f} {table['ratio_to_floor'][k]:8.2f}")
+    if ROW_TORCH not in table["us_per_step"]:
+      print(f"{ROW_TORCH}: skipped ({table['torch']})")
+  ensembles = bench_ensembles(args.chains, args.ensemble_steps, args.repeats) if args.chains else {}
+  if ensembles:
+    print(f"\nsine net, M vmapped chains, {args.ensemble_steps} steps per scan")
+    print(f"{'chains':>7s} {'us/step':>10s} {'chain-steps/s':>14s} {'x one chain':>12s}")
+    for m, row in ensembles.items():
+      rel = row["time_vs_one_chain"]
+      print(f"{m:>7s} {row['us_per_step']:10.1f} {row['chain_steps_per_second']:14.0f} "
+            f"{'' if rel is None else f'{rel:12.2f}'}")
   result = {
-      "command": "python benchmarks/bench_step.py " + " ".join(argv or sys.argv[1:]),
-      "problem": f"sine net 1-{HIDDEN}-1 tanh, {N_POINTS} points, batch mode, float32",
-      "steps_per_scan": n,
+      "command": "python benchmarks/bench_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+      "hyperparameters": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET, "adam_lr": 1e-3},
       "repeats": args.repeats,
-      "us_per_step": per_step,
-      "ratio_to_floor": {k: v / floor for k, v in per_step.items()},
+      "tables": tables,
+      "ensembles_sine": ensembles,
   }
   _common.write_json(args.out, result)
   return result
