@@ -143,8 +143,9 @@ def bench_problem(problem, n_steps, repeats, batch_size=None, torch_dir=None):
   key = jax.random.key(1)
   tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET, minibatch=batch_size is not None)
   amc_fn = scan_amc(tx, loss, n_steps, batch_size)
-  state = tx.init(params)
-  state = amc_fn(params, state, data, key)[1]  # past the first step's extra evaluation
+  # Past the first step's extra evaluation, with params and state that belong
+  # together (the state caches the loss of its params).
+  amc_params, state = amc_fn(params, tx.init(params), data, key)
   floor_fn = scan_floor(loss, n_steps, batch_size)
   floor_carry = (jax.random.key(0), loss(params, data if batch_size is None else draw(data, key, 0, batch_size)))
   adam = optax.adam(1e-3)
@@ -156,7 +157,7 @@ def bench_problem(problem, n_steps, repeats, batch_size=None, torch_dir=None):
       log_every=n_steps, progress=False,
   ).params
   rows = {
-      ROW_AMC: lambda: amc_fn(params, state, data, key),
+      ROW_AMC: lambda: amc_fn(amc_params, state, data, key),
       ROW_FLOOR: lambda: floor_fn(params, floor_carry, data, key),
       ROW_ADAM: lambda: adam_fn(params, adam_state, data, key),
       ROW_FIT: fit,
@@ -211,7 +212,7 @@ def bench_ensembles(chains, n_steps, repeats):
 
       return jax.lax.scan(body, (p, s), None, length=n_steps)[0]
 
-    state = run(batch_params, state)[1]
+    batch_params, state = run(batch_params, state)
     return lambda: run(batch_params, state)
 
   seconds = time_interleaved({m: make(m) for m in chains}, repeats)
