@@ -37,7 +37,11 @@ Two parts, chosen with ``--part`` (default: both):
   Var(f0) = 0.04675. Methods, each for ``--steps`` loss evaluations (a batch
   mode aMC step evaluates the loss once; an Adam step, a forward and a
   backward pass, is counted as one evaluation too): aMC with signal norm on
-  and off (sigma0 = 1e-2, epsilon = 1e-2, n_reset = 100) and Adam (``--adam-lrs``).
+  and off (sigma0 = 1e-2, epsilon = 1e-2, n_reset = 100) and Adam: lr 1e-3
+  (``--adam-lrs``) at every depth, and lr 1e-2 and 1e-4 (``--adam-extra-lrs``)
+  at depth 64 only (``--adam-extra-depths``). The full run (30000 evaluations,
+  4 seeds) took 31 minutes on 2 busy CPU cores, 7.5 of them for those two
+  extra learning rates (``--adam-extra-lrs`` with no values skips them).
   ``--seeds`` chains per method run vmapped in one ``amc_jax.fit``; they
   differ by their init (the same inits for every method) and by aMC's
   per-chain keys. The paper's claim: at depth 64 aMC with signal norm trains,
@@ -49,7 +53,8 @@ Prints tables and writes JSON (with the machine described) to
 ``benchmarks/results/bench_signal_norm_cost.json`` and
 ``bench_signal_norm_effect.json`` (``_noworkaround`` before ``.json`` without
 the workaround), and the effect plot ``bench_signal_norm_effect.png``, in
-``--out-dir``. A tiny configuration for the tests:
+``--out-dir``. ``--plot-from FILE.json`` only redraws the plot of an effect
+JSON (as ``FILE.png``). A tiny configuration for the tests:
 
   python benchmarks/bench_signal_norm.py --steps 200 --repeats 1 --depths 4 \\
       --seeds 2 --mlp-examples 500 --mlp-scan-steps 2 --deep-scan-steps 20 \\
@@ -60,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import math
 import os
 import pathlib
@@ -237,6 +243,8 @@ def cost_of(model, x, y, n_steps, repeats, softmax):
     fns[name] = lambda run=run, start=start: run(*start, x, y)
   medians, samples = median_seconds(fns, repeats)
   us = {k: v / n_steps * 1e6 for k, v in medians.items()}
+  # The minimum is the least load-sensitive figure on a busy machine.
+  us_min = {k: min(v) / n_steps * 1e6 for k, v in samples.items()}
   check = {}
   for name, (run, start) in runs.items():
     p, state = run(*start, x, y)
@@ -253,6 +261,8 @@ def cost_of(model, x, y, n_steps, repeats, softmax):
       "us_per_step": us,
       "ratio_on_off": us["on"] / us["off"],
       "ratio_on_lambdas_1_off": us["on, lambdas = 1"] / us["off"],
+      "min_us_per_step": us_min,
+      "ratio_on_off_of_minima": us_min["on"] / us_min["off"],
       "samples_s": samples,
       "loss_check": check,
   }
@@ -282,7 +292,7 @@ def part_cost(args, argv, suffix, workaround):
   print(f"aMC (sigma0={SIGMA0}, epsilon={EPSILON}, n_reset={N_RESET}), batch mode,"
         f" median of {args.repeats}, XLA:CPU workaround {'on' if workaround else 'off'}")
   print(f"{'model':44s} {'steps':>6s} {'on us/step':>11s} {'off us/step':>12s} {'on/off':>7s}"
-        f" {'lambdas=1':>10s} {'/off':>6s} {'loss check':>10s}")
+        f" {'lambdas=1':>10s} {'/off':>6s} {'on/off(min)':>11s} {'loss check':>10s}")
   names = {"mlp": f"MLP 784-16-16-10, {x.shape[0]} examples",
            "deep": f"deep narrow net, depth {args.cost_depth}, {N_POINTS} points"}
   for k, r in rows.items():
@@ -290,9 +300,10 @@ def part_cost(args, argv, suffix, workaround):
     print(f"{names[k]:44s} {r['steps_per_scan']:6d} {r['us_per_step']['on']:11.1f}"
           f" {r['us_per_step']['off']:12.1f} {r['ratio_on_off']:7.3f}"
           f" {r['us_per_step']['on, lambdas = 1']:10.1f} {r['ratio_on_lambdas_1_off']:6.3f}"
-          f" {err:10.1e}")
+          f" {r['ratio_on_off_of_minima']:11.3f} {err:10.1e}")
   print("lambdas=1: the signal-norm step with value_fn returning ones for the lambdas"
         " (the step's share of the cost, without the statistics of Eq. 17)")
+  print("on/off(min): ratio of the fastest repeats, the least load-sensitive figure")
   print("loss check: max relative error of the cached losses against float64 NumPy")
   print(f"target: on/off <= 1.15; data: {what}; wall {wall:.1f} s")
   result = {
@@ -316,6 +327,7 @@ def part_cost(args, argv, suffix, workaround):
 
 
 def methods(adam_lrs, seed):
+  """aMC with signal norm on and off, then Adam at each learning rate."""
   out = {
       "aMC, signal norm on": amc_jax.amc(SIGMA0, EPSILON, N_RESET, signal_norm=True, seed=seed),
       "aMC, signal norm off": amc_jax.amc(SIGMA0, EPSILON, N_RESET, signal_norm=False, seed=seed),
@@ -338,6 +350,8 @@ def part_effect(args, argv, suffix, workaround):
   chunk = min(1000, args.steps)
   log_every = log_interval(args.steps, chunk, args.log_every)
   txs = methods(args.adam_lrs, args.seed)
+  extra = {k: v for k, v in methods(args.adam_extra_lrs, args.seed).items()
+           if k.startswith("Adam") and k not in txs}
   print(f"deep narrow tanh nets on {N_POINTS} points, {args.steps} loss evaluations per"
         f" method, {args.seeds} seeds; best constant (baseline) MSE = {baseline:.5f}")
   by_depth, walls = {}, {}
@@ -350,7 +364,8 @@ def part_effect(args, argv, suffix, workaround):
     sn_loss = lambda p, b, sn=sn: sn(p, *b)
     final_loss = jax.jit(jax.vmap(lambda p: plain(p, data)))
     rows, t_depth = {}, time.perf_counter()
-    for name, tx in txs.items():
+    depth_txs = {**txs, **(extra if depth in args.adam_extra_depths else {})}
+    for name, tx in depth_txs.items():
       loss_fn = sn_loss if "signal norm on" in name else plain
       t0 = time.perf_counter()
       result = amc_jax.fit(
@@ -411,6 +426,8 @@ def part_effect(args, argv, suffix, workaround):
       "amc": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET, "mode": "batch",
               "seed": args.seed},
       "adam_lrs": args.adam_lrs,
+      "adam_extra_lrs": args.adam_extra_lrs,
+      "adam_extra_depths": args.adam_extra_depths,
       "evaluations": (f"{args.steps} steps per method; a batch-mode aMC step is one loss"
                       " evaluation (plus one at the start), an Adam step (forward + backward)"
                       " is counted as one evaluation"),
@@ -434,7 +451,12 @@ def part_effect(args, argv, suffix, workaround):
 
 
 def plot(by_depth, steps, baseline, path):
-  """One panel per depth: loss vs loss evaluations, log y, baseline dashed."""
+  """One panel per depth: loss vs loss evaluations, log y, baseline dashed.
+
+  Runs that learn nothing sit on the dashed line, hidden by it and by each
+  other, so each panel also lists how many seeds of each method ended below
+  0.9 x baseline.
+  """
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -444,18 +466,33 @@ def plot(by_depth, steps, baseline, path):
     print("matplotlib is not importable: no plot")
     return False
   n = len(by_depth)
-  fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.6), sharey=True, squeeze=False)
-  colors = ["C3", "C0", "C2", "C1", "C4", "C5"]
+  fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4.0), sharey=True, squeeze=False)
+  names = list(dict.fromkeys(m for d in by_depth.values() for m in d["methods"]))
+  palette = ["C3", "C0", "C2", "C1", "C4", "C5", "C6", "C7"]
+  colors = {m: palette[i % len(palette)] for i, m in enumerate(names)}
   for ax, (depth, d) in zip(axes[0], by_depth.items()):
-    for color, (name, r) in zip(colors, d["methods"].items()):
+    for name, r in d["methods"].items():
+      color = colors[name]
       for i, hist in enumerate(r["history_loss"]):
         ax.plot(steps, hist, color=color, lw=1, alpha=0.8, label=name if i == 0 else None)
-    ax.axhline(baseline, color="k", ls="--", lw=1, label=f"best constant {baseline:.4f}")
+    ax.axhline(baseline, color="k", ls="--", lw=0.8, zorder=3,
+               label=f"best constant {baseline:.4f}")
+    short = lambda name: (name.replace("aMC, signal norm ", "SN ")
+                          .replace("Adam, lr ", "Adam "))
+    counts = lambda amc: ", ".join(
+        f"{short(name)} {r['below_0.9_baseline']}/{len(r['final_loss'])}"
+        for name, r in d["methods"].items() if name.startswith("aMC") == amc
+    )
     ax.set_yscale("log")
-    ax.set_title(f"depth {depth}")
+    ax.set_title(f"depth {depth}; seeds below 0.9 x baseline:\n{counts(True)}\n{counts(False)}",
+                 fontsize=8)
     ax.set_xlabel("loss evaluations")
   axes[0][0].set_ylabel("MSE")
-  axes[0][-1].legend(fontsize=7, loc="lower left")
+  handles = {}
+  for ax in axes[0]:
+    for h, label in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(label, h)
+  axes[0][0].legend(handles.values(), handles.keys(), fontsize=7, loc="lower left")
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
@@ -471,7 +508,7 @@ def main(argv=None):
                       help="skip amc_jax.use_xla_cpu_workaround() (outputs get _noworkaround)")
   parser.add_argument("--out-dir", default=str(pathlib.Path(__file__).parent / "results"))
   cost = parser.add_argument_group("cost")
-  cost.add_argument("--repeats", type=int, default=7)
+  cost.add_argument("--repeats", type=int, default=11)
   cost.add_argument("--mlp-examples", type=int, default=60_000)
   cost.add_argument("--mlp-scan-steps", type=int, default=20,
                     help="steps per timed scan, MLP (full batch)")
@@ -483,10 +520,21 @@ def main(argv=None):
   effect.add_argument("--depths", type=int, nargs="+", default=[4, 16, 32, 64])
   effect.add_argument("--seeds", type=int, default=4)
   effect.add_argument("--seed", type=int, default=0, help="fit key and aMC seed")
-  effect.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-3, 1e-2, 1e-4])
+  effect.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-3],
+                      help="Adam learning rates run at every depth")
+  effect.add_argument("--adam-extra-lrs", type=float, nargs="*", default=[1e-2, 1e-4],
+                      help="more Adam learning rates, run at --adam-extra-depths only")
+  effect.add_argument("--adam-extra-depths", type=int, nargs="*", default=[64])
   effect.add_argument("--log-every", type=int, default=200)
   effect.add_argument("--no-plot", action="store_true")
+  effect.add_argument("--plot-from", metavar="JSON",
+                      help="only redraw the PNG (beside JSON) from an effect JSON; runs nothing")
   args = parser.parse_args(argv)
+  if args.plot_from:
+    record = json.loads(pathlib.Path(args.plot_from).read_text())
+    plot({int(d): v for d, v in record["depths"].items()}, record["history_steps"],
+         record["baseline_mse_best_constant"], pathlib.Path(args.plot_from).with_suffix(".png"))
+    return {}
   workaround = not args.no_xla_workaround
   if workaround:
     amc_jax.use_xla_cpu_workaround()  # before the first computation
