@@ -190,26 +190,23 @@ def _step(
   # [data x units] fusion and recomputed it for every data point, a step
   # 3.5x slower than with the add.
   eps = proposals.gaussian_move(proposal_key, state.mu, state.sigma, scales)
-  # The move is divided by a 1 that XLA cannot see is 1. Dividing by 1 is exact,
-  # and a division is an "expensive" operation that XLA will not duplicate into
-  # the move's consumers, so the move is computed once and stored. Without it,
-  # XLA:CPU copied the cheap tail of the normal draw (the erfinv polynomial and
-  # mu + sigma * z) into every consumer: into the loss's [data x units] fusion,
-  # recomputed per data point, and into the caller's params + updates, where
-  # the multiply-add could be contracted into one fused multiply-add that
-  # rounds differently from the stored move. Stored once, the move is what both
-  # the proposal and the returned updates add, so params + updates is
-  # bit-identical to the proposal that was evaluated.
-  one = jnp.where(state.count >= 0, 1.0, 2.0)
-  eps = jax.tree_util.tree_map(lambda e: e / one.astype(e.dtype), eps)
-  proposal = jax.tree_util.tree_map(lambda x, e: x + e, params, eps)
+  # x' = x + select(finite, eps, 0) rather than x + eps: the caller applies
+  # x + select(accepted, eps, 0), and the proposal must round exactly like
+  # it. A bare x + sigma * z lets XLA:CPU contract the multiply and the add
+  # into one fused multiply-add (one rounding instead of two), so params +
+  # updates would miss the evaluated proposal by an ulp; a select between
+  # them blocks the contraction on both sides alike.
+  finite = jax.tree_util.tree_map(jnp.isfinite, eps)
+  proposal = jax.tree_util.tree_map(
+      lambda x, e, ok: x + jnp.where(ok, e, jnp.zeros_like(e)), params, eps, finite
+  )
   proposed, proposed_lambdas = _evaluate(
       value_fn, proposal, signal_norm, "value_fn(proposal)"
   )
   # A non-finite move (from non-finite scales) is never accepted, whatever the
-  # loss says about the proposal.
+  # loss says about the proposal in which it was zeroed.
   finite_move = jnp.all(
-      jnp.stack([jnp.all(jnp.isfinite(e)) for e in jax.tree_util.tree_leaves(eps)])
+      jnp.stack([jnp.all(ok) for ok in jax.tree_util.tree_leaves(finite)])
   )
   proposed = jnp.where(finite_move, proposed, jnp.nan)
   decision = acceptance.metropolis_decision(
