@@ -4,6 +4,8 @@ import json
 import os
 import pathlib
 import platform
+import statistics
+import time
 
 import jax
 
@@ -28,3 +30,21 @@ def write_json(path, result: dict) -> None:
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
   print(f"wrote {out}")
+
+
+def interleaved_times(fns: dict, repeats: int) -> tuple[dict, dict]:
+  """Wall times of each zero-argument callable, repeats interleaved round-robin.
+
+  Every callable runs once first (compile and warm up). Interleaving makes the
+  rows of a table see the same load on a shared machine; measuring one row
+  after another would not. Returns (median seconds, all samples) by name.
+  """
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(t) for name, t in times.items()}, times

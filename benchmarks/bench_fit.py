@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -88,20 +86,8 @@ def bare_scan(tx, n_steps, batch_size=None, cached_value=False):
 
 
 def median_seconds(fns, repeats):
-  """Median wall time of each callable, repeats interleaved round-robin.
-
-  Interleaving makes the rows of a table see the same load on a shared
-  machine; measuring one row after another would not.
-  """
-  for fn in fns.values():
-    jax.block_until_ready(fn())  # compile and warm up
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - t0)
-  return {name: statistics.median(t) for name, t in times.items()}
+  """Median wall time of each callable (see _common.interleaved_times)."""
+  return _common.interleaved_times(fns, repeats)[0]
 
 
 def compare_fit_and_scan(tx, params, data, steps, chunk, repeats, batch_size=None):

@@ -69,7 +69,6 @@ import json
 import math
 import os
 import pathlib
-import statistics
 import struct
 import sys
 import time
@@ -206,16 +205,8 @@ def scan_amc(tx, value_fn, n_steps):
 
 
 def median_seconds(fns, repeats):
-  """Median wall time of each callable after a warm-up, repeats interleaved."""
-  for fn in fns.values():
-    jax.block_until_ready(fn())  # compile and warm up
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - t0)
-  return {name: statistics.median(t) for name, t in times.items()}, times
+  """(medians, samples) of each callable (see _common.interleaved_times)."""
+  return _common.interleaved_times(fns, repeats)
 
 
 def cost_of(model, x, y, n_steps, repeats, softmax):

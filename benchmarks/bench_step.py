@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -118,16 +116,8 @@ def scan_adam(tx, loss, n_steps, batch_size=None):
 
 
 def time_interleaved(fns: dict, repeats: int) -> dict:
-  """Median seconds of each zero-argument fn, repeats interleaved, after a warm-up."""
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[k].append(time.perf_counter() - t0)
-  return {k: statistics.median(v) for k, v in times.items()}
+  """Median seconds of each zero-argument fn (see _common.interleaved_times)."""
+  return _common.interleaved_times(fns, repeats)[0]
 
 
 ROW_AMC = "amc_jax.amc in lax.scan"
