@@ -493,8 +493,9 @@ def _nnx_apply(module, args, kwargs, unsupported):
     out = module(*args, **kwargs)
   params = nnx.state(module, nnx.Param)
   try:
-    stats = {k: (t, jnp.asarray(c, jnp.float32) + 0) for k, (t, c) in records.items()}
-    stats = {k: (t + 0, c) for k, (t, c) in stats.items()}
+    # Using a statistic recorded inside an nnx transform raises here: it is a
+    # tracer of a trace that has ended.
+    stats = {k: (t + 0, jnp.asarray(c, jnp.float32)) for k, (t, c) in records.items()}
   except jax.errors.UnexpectedTracerError as e:
     raise ValueError(
         "signal norm for flax.nnx records the layers' inputs in the trace of"
