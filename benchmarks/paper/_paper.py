@@ -1,0 +1,173 @@
+"""What every paper-reproduction script shares: CLI, data, JSON and plots.
+
+Each script in ``benchmarks/paper/`` reproduces one result of Whitelam et al.
+(2022), "Training neural networks using Metropolis Monte Carlo and an adaptive
+variant", through the public API of amc_jax (``amc``, ``metropolis``, ``fit``)
+with gradient baselines through optax in the same ``fit`` loop. Each has a
+``--quick`` mode (a smoke test, under two minutes on 2 CPU cores; run by
+``tests/test_paper_benchmarks.py``) and a full mode, and writes
+``benchmarks/results/paper_<name>.json`` and ``.png`` (or under ``--out-dir``).
+
+Data for the MNIST-format results: a directory of the standard IDX files
+(``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; uncompressed
+files without ``.gz`` work too), given by ``--data-dir`` or the environment
+variable ``AMC_JAX_DATA_DIR``; default ``/usr/share/datasets/fashion-mnist``,
+where Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST.
+Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import struct
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+BENCHMARKS = HERE.parent
+sys.path.insert(0, str(BENCHMARKS))
+
+import _common  # noqa: E402  benchmarks/_common.py
+
+DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+DATA_DIR_ENV = "AMC_JAX_DATA_DIR"
+RESULTS = BENCHMARKS / "results"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+  """An argument parser with the options every paper script has."""
+  p = argparse.ArgumentParser(description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--quick", action="store_true",
+                 help="a small configuration that runs in well under 2 minutes (smoke test)")
+  p.add_argument("--out-dir", type=pathlib.Path, default=RESULTS,
+                 help="where the JSON and PNG go (default benchmarks/results)")
+  p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+  return p
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--data-dir", type=pathlib.Path, default=None,
+                 help=f"directory of MNIST-format IDX files (default ${DATA_DIR_ENV} "
+                      f"or {DEFAULT_DATA_DIR})")
+
+
+def data_dir(arg: "pathlib.Path | None") -> pathlib.Path:
+  """``--data-dir`` if given, else ``$AMC_JAX_DATA_DIR``, else the Debian path."""
+  if arg is not None:
+    return pathlib.Path(arg)
+  return pathlib.Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def read_idx(path: "str | os.PathLike") -> np.ndarray:
+  """Reads one IDX file (gzipped or not) of unsigned bytes into an array."""
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rb") as f:
+    header = f.read(4)
+    if len(header) != 4:
+      raise ValueError(f"{path}: too short to be an IDX file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", header)
+    if zero != 0 or dtype_code != 0x08 or ndim < 1:
+      raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {header.hex()})")
+    shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+    data = f.read()
+  if len(data) != int(np.prod(shape)):
+    raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes), "
+                     f"file has {len(data)} bytes of data")
+  return np.frombuffer(data, np.uint8).reshape(shape)
+
+
+def write_idx(path: "str | os.PathLike", array: np.ndarray) -> None:
+  """Writes ``array`` (uint8) as an IDX file, gzipped if the name ends in .gz."""
+  path = pathlib.Path(path)
+  array = np.ascontiguousarray(array, np.uint8)
+  header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "wb") as f:
+    f.write(header + array.tobytes())
+
+
+def _find(directory: pathlib.Path, stem: str) -> pathlib.Path:
+  for name in (stem + ".gz", stem):
+    if (directory / name).exists():
+      return directory / name
+  raise FileNotFoundError(
+      f"no {stem}(.gz) in {directory}: pass --data-dir or set ${DATA_DIR_ENV} to a directory "
+      f"of MNIST-format IDX files (on Debian: apt-get install dataset-fashion-mnist)")
+
+
+def load_mnist(directory: "str | os.PathLike", split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Images ``uint8 [n, 28, 28]`` and labels ``uint8 [n]`` of ``split``.
+
+  ``split`` is ``"train"`` or ``"test"`` (files ``train-*`` and ``t10k-*``).
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  directory = pathlib.Path(directory)
+  prefix = "train" if split == "train" else "t10k"
+  images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
+  labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
+  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    raise ValueError(f"{directory}: {split} images {images.shape} and labels {labels.shape} "
+                     "do not match")
+  return images, labels
+
+
+class Timer:
+  """Wall time since construction, in seconds."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+
+  def __call__(self) -> float:
+    return time.perf_counter() - self.start
+
+
+def command() -> str:
+  """The command line that ran this script, relative to the repository root."""
+  script = pathlib.Path(sys.argv[0]).resolve()
+  try:
+    script = script.relative_to(BENCHMARKS.parent)
+  except ValueError:
+    pass
+  return " ".join(["python", str(script), *sys.argv[1:]])
+
+
+def paths(out_dir: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
+  """``(json, png)`` paths of result ``name`` under ``out_dir``."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  return out_dir / f"paper_{name}.json", out_dir / f"paper_{name}.png"
+
+
+def write(path: pathlib.Path, record: dict) -> None:
+  """Writes the record with the command and the machine (NumPy values become lists)."""
+  def plain(x):
+    if isinstance(x, dict):
+      return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+      return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+      return plain(x.tolist())
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+      return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+      return str(x)
+    return x
+  _common.write_json(path, plain({"command": command(), **record}))
+
+
+def pyplot():
+  """matplotlib.pyplot with a non-interactive backend (pip install amc_jax[bench])."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
