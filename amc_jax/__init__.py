@@ -7,6 +7,12 @@ from amc_jax._src.amc import amc
 from amc_jax._src.amc import metropolis
 from amc_jax._src.checkpoint import restore_checkpoint
 from amc_jax._src.checkpoint import save_checkpoint
+from amc_jax._src.correspondence import CorrespondenceResult
+from amc_jax._src.correspondence import correspondence
+from amc_jax._src.correspondence import drift_per_step
+from amc_jax._src.correspondence import equivalent_gradient_descent
+from amc_jax._src.correspondence import normalize_by_global_norm
+from amc_jax._src.correspondence import normalized_sgd
 from amc_jax._src.ensemble import init_ensemble
 from amc_jax._src.fit import FitResult
 from amc_jax._src.fit import ProgressiveBatching
@@ -14,6 +20,12 @@ from amc_jax._src.fit import fit
 from amc_jax._src.fit import select_chain
 from amc_jax._src.flax_utils import TrainState
 from amc_jax._src.flax_utils import nnx_value_fn
+from amc_jax._src.probes import AcceptanceByLoss
+from amc_jax._src.probes import LineProbe
+from amc_jax._src.probes import acceptance_by_loss
+from amc_jax._src.probes import gradient_norm
+from amc_jax._src.probes import gradient_norm_along
+from amc_jax._src.probes import loss_along_line
 from amc_jax._src.proposals import gaussian_move
 from amc_jax._src.proposals import standard_normal_like
 from amc_jax._src.sharding import device_mesh
@@ -31,19 +43,31 @@ __version__ = "0.1.0"
 __all__ = (
     "AMCInfo",
     "AMCState",
+    "AcceptanceByLoss",
+    "CorrespondenceResult",
     "FitResult",
+    "LineProbe",
     "ProgressiveBatching",
     "SignalNormWarning",
     "TrainState",
+    "acceptance_by_loss",
     "amc",
+    "correspondence",
     "device_mesh",
+    "drift_per_step",
     "ensemble_map",
+    "equivalent_gradient_descent",
     "fit",
     "gaussian_move",
+    "gradient_norm",
+    "gradient_norm_along",
     "init_ensemble",
+    "loss_along_line",
     "metropolis",
     "metropolis_decision",
     "nnx_value_fn",
+    "normalize_by_global_norm",
+    "normalized_sgd",
     "replicate",
     "restore_checkpoint",
     "save_checkpoint",

@@ -1,0 +1,435 @@
+"""The Monte Carlo / gradient-descent correspondence, made measurable.
+
+Whitelam, Selin, Park and Tamblyn (2021), "Correspondence between
+neuroevolution and gradient descent": for small moves, a Metropolis chain is
+noisy gradient descent. At temperature :math:`T = 1/\\beta > 0`,
+
+.. math::
+  \\dot x_i = -\\frac{\\beta \\sigma^2}{2} \\frac{\\partial U}{\\partial x_i}
+  + \\xi_i \\quad \\text{(Eq. 3)},
+
+and at :math:`T = 0` normalized gradient descent,
+
+.. math::
+  \\dot x_i = -\\frac{\\sigma}{\\sqrt{2\\pi}}
+  \\frac{\\partial_i U}{|\\nabla U|} + \\eta_i \\quad \\text{(Eq. 6)},
+
+with time counted in Monte Carlo steps; the mean over independent chains
+follows the noise-free equations (Eqs. 5 and 8). This module holds the
+gradient side (:func:`normalized_sgd`, :func:`equivalent_gradient_descent`)
+and the experiment that compares the two (:func:`correspondence`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from amc_jax._src import amc as amc_lib
+from amc_jax._src import base
+from amc_jax._src import ensemble
+
+PyTree = Any
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def _accumulator(leaves) -> jnp.dtype:
+  """float64 if any leaf is float64, else float32 (bfloat16/float16 widen)."""
+  wide = any(jnp.result_type(x) == jnp.float64 for x in leaves)
+  return jnp.dtype(jnp.float64) if wide else jnp.dtype(jnp.float32)
+
+
+def _global_norm(tree: PyTree) -> jax.Array:
+  """|g| = sqrt(sum_i g_i^2) over every leaf, accumulated in at least float32."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if not leaves:
+    return jnp.zeros([], jnp.float32)
+  acc = _accumulator(leaves)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(acc))) for x in leaves))
+
+
+def normalize_by_global_norm() -> optax.GradientTransformation:
+  """Divides the updates by their global norm :math:`|g|`; zero stays zero.
+
+  The direction of steepest descent with unit length, the building block of
+  :func:`normalized_sgd`. The norm runs over every leaf of the pytree (the
+  whole parameter vector, as in Eq. 49), accumulated in at least float32; an
+  all-zero gradient gives all-zero updates rather than NaN.
+
+  Returns:
+    A stateless ``optax.GradientTransformation``.
+  """
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = _global_norm(updates)
+    inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
+    updates = jax.tree_util.tree_map(lambda g: (g * inv.astype(g.dtype)), updates)
+    return updates, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def normalized_sgd(learning_rate: base.ScalarOrSchedule) -> optax.GradientTransformation:
+  r"""Normalized gradient descent, Eq. (49) of Whitelam et al. (2021).
+
+  .. math::
+    x_i \to x_i - \alpha \, \frac{\partial_i U(x)}{|\nabla U(x)|}, \qquad
+    |\nabla U| = \sqrt{\textstyle\sum_j (\partial_j U)^2},
+
+  the norm running over the whole params pytree. Every step moves the params
+  a distance :math:`\alpha` (or not at all where the gradient vanishes). It is
+  the noise-free counterpart of zero-temperature Metropolis Monte Carlo with
+  step size :math:`\sigma = \alpha \sqrt{2\pi}` (Eq. 6): averaged over chains,
+  one Metropolis step moves the params as one step of this optimizer. See
+  :func:`equivalent_gradient_descent` and :func:`correspondence`.
+
+  Args:
+    learning_rate: :math:`\alpha`, the length of each step: a float or an
+      optax schedule.
+
+  Returns:
+    An ``optax.GradientTransformation``: ``optax.chain`` of
+    :func:`normalize_by_global_norm` and ``optax.scale_by_learning_rate``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, amc_jax
+    >>> params = {"w": jnp.array([3.0, 4.0])}
+    >>> loss = lambda p: 0.5 * jnp.sum(p["w"] ** 2)   # gradient (3, 4), norm 5
+    >>> tx = amc_jax.normalized_sgd(0.5)
+    >>> updates, _ = tx.update(jax.grad(loss)(params), tx.init(params))
+    >>> updates["w"]
+    Array([-0.3, -0.4], dtype=float32)
+  """
+  if not callable(learning_rate):
+    base.check_positive("learning_rate", learning_rate)
+  return optax.chain(
+      normalize_by_global_norm(),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+def _check_static_temperature(temperature: Any) -> float:
+  if callable(temperature):
+    raise TypeError(
+        "the correspondence needs a fixed temperature T >= 0 (a number); got a"
+        " schedule."
+    )
+  base.check_temperature(temperature)
+  if not base.is_concrete(temperature):
+    raise TypeError("temperature must be a concrete number here, not a traced value.")
+  return float(np.asarray(temperature))
+
+
+def drift_per_step(sigma: base.Scalar, temperature: base.Scalar = 0.0) -> float:
+  r"""Time that one Metropolis step represents on the gradient-descent axis.
+
+  The mean displacement of a small Metropolis step is a gradient-descent step
+  of length :math:`\sigma/\sqrt{2\pi}` along :math:`-\nabla U/|\nabla U|` at
+  :math:`T = 0` (Eq. 6), or :math:`\sigma^2/(2T)` times :math:`-\nabla U` at
+  :math:`T > 0` (Eq. 3). This is that factor: the learning rate of
+  :func:`equivalent_gradient_descent`, and the time :math:`t = \alpha t_{gd}`
+  that one Monte Carlo step advances in :func:`correspondence`.
+  """
+  base.check_positive("sigma", sigma)
+  t = _check_static_temperature(temperature)
+  sigma = float(np.asarray(sigma))
+  return sigma / _SQRT_2PI if t == 0.0 else sigma**2 / (2.0 * t)
+
+
+def equivalent_gradient_descent(
+    sigma: base.Scalar, temperature: base.Scalar = 0.0
+) -> optax.GradientTransformation:
+  r"""The gradient descent that Metropolis Monte Carlo at (sigma, T) averages to.
+
+  For small moves, the mean over independent chains of Metropolis with step
+  size :math:`\sigma` (:func:`~amc_jax.metropolis`) follows, per Monte Carlo
+  step,
+
+  - at :math:`T > 0`: plain gradient descent with learning rate
+    :math:`\alpha = \beta\sigma^2/2 = \sigma^2/(2T)` (Eq. 5), returned as
+    ``optax.sgd(sigma**2 / (2 * T))``;
+  - at :math:`T = 0`: normalized gradient descent with
+    :math:`\alpha = \sigma/\sqrt{2\pi}` (Eq. 8), returned as
+    :func:`normalized_sgd` ``(sigma / sqrt(2 pi))``.
+
+  One step of the returned optimizer corresponds to one Metropolis step.
+
+  Args:
+    sigma: the Metropolis step size, > 0.
+    temperature: T >= 0, a number (not a schedule).
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import amc_jax
+    >>> tx = amc_jax.equivalent_gradient_descent(sigma=0.1, temperature=0.5)
+    >>> # the same as optax.sgd(0.1**2 / (2 * 0.5)) = optax.sgd(0.01)
+  """
+  rate = drift_per_step(sigma, temperature)
+  if _check_static_temperature(temperature) == 0.0:
+    return normalized_sgd(rate)
+  return optax.sgd(rate)
+
+
+class CorrespondenceResult(NamedTuple):
+  r"""What :func:`correspondence` returns; every array has a leading axis of
+  ``n_records + 1`` records (the first is the common initial point, t = 0).
+
+  Attributes:
+    time: the common time :math:`t = \alpha t_{gd} = \tau t_{mc}` of each
+      record, with :math:`\tau` = :func:`drift_per_step` (Section IV of the
+      paper: :math:`t = \alpha\lambda t_{neuro}` at T = 0).
+    mc_steps: Monte Carlo steps taken by every chain.
+    gd_steps: gradient-descent steps taken.
+    mc_mean: the ensemble mean :math:`\langle x_i \rangle` over chains, a
+      pytree like the params.
+    mc_chains: the first ``n_kept`` chains, a pytree like the params with a
+      chain axis after the record axis.
+    gd: the gradient-descent params :math:`x_i^{gd}(t)`.
+    delta: :math:`\Delta(t) = N^{-1}\sum_i (x^{gd}_i - \langle x_i\rangle)^2`
+      (Eq. 52), over all N params.
+    delta_floor: :math:`N^{-1}\sum_i \mathrm{Var}(x_i)/M`, what ``delta``
+      would be on average from the finite ensemble of M chains alone if the
+      true mean and gradient descent agreed exactly; ``delta`` much above it
+      is a real difference.
+    mc_loss_mean: the mean over chains of :math:`U(x)`.
+    mc_loss_std: the standard deviation over chains of :math:`U(x)`.
+    mc_loss_chains: :math:`U` of the ``n_kept`` chains.
+    gd_loss: :math:`U(x^{gd})`.
+    acceptance: fraction of the moves since the previous record that were
+      accepted, over all chains (NaN at t = 0).
+    gd_steps_per_mc_step: :math:`\lambda = \tau/\alpha`.
+    learning_rate: :math:`\alpha` of the gradient descent.
+  """
+
+  time: np.ndarray
+  mc_steps: np.ndarray
+  gd_steps: np.ndarray
+  mc_mean: PyTree
+  mc_chains: PyTree
+  gd: PyTree
+  delta: np.ndarray
+  delta_floor: np.ndarray
+  mc_loss_mean: np.ndarray
+  mc_loss_std: np.ndarray
+  mc_loss_chains: np.ndarray
+  gd_loss: np.ndarray
+  acceptance: np.ndarray
+  gd_steps_per_mc_step: float
+  learning_rate: float
+
+
+def _flat(tree: PyTree, lead: int) -> jax.Array:
+  """Concatenates the leaves, keeping ``lead`` leading axes, in float32 or wider."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  acc = _accumulator(leaves)
+  return jnp.concatenate(
+      [x.reshape(x.shape[:lead] + (-1,)).astype(acc) for x in leaves], axis=-1
+  )
+
+
+def correspondence(
+    loss_fn: Callable[..., jax.Array],
+    params: PyTree,
+    *,
+    sigma: base.Scalar,
+    temperature: base.Scalar = 0.0,
+    n_chains: int = 1000,
+    mc_steps: int,
+    learning_rate: Optional[base.Scalar] = None,
+    n_records: int = 100,
+    n_kept: int = 25,
+    data: Optional[PyTree] = None,
+    seed: base.PRNGKeyLike = 0,
+    progress: Optional[Callable[[str], None]] = None,
+) -> CorrespondenceResult:
+  r"""Runs an ensemble of Metropolis chains beside the matching gradient descent.
+
+  Section IV of Whitelam et al. (2021): ``n_chains`` chains of
+  :func:`~amc_jax.metropolis` ``(sigma, temperature)`` start from the same
+  ``params`` with independent keys, and gradient descent with learning rate
+  :math:`\alpha` starts there too: normalized gradient descent (Eq. 49,
+  :func:`normalized_sgd`) at :math:`T = 0`, plain ``optax.sgd`` at
+  :math:`T > 0` (Eq. 5). Both are put on the common time axis
+  :math:`t = \alpha\, t_{gd} = \tau\, t_{mc}`, where :math:`\tau` is
+  :func:`drift_per_step`: :math:`\sigma/\sqrt{2\pi}` at T = 0, so that with
+  :math:`\sigma = \lambda\alpha\sqrt{2\pi}` (Eq. 51) one Monte Carlo step is
+  :math:`\lambda` gradient steps, and :math:`\sigma^2/(2T)` at T > 0.
+  Every ``mc_steps / n_records`` Monte Carlo steps (which must be a whole
+  number of gradient steps) it records the ensemble mean, a few chains, the
+  gradient-descent params, the losses and
+
+  .. math::
+    \Delta(t) = \frac{1}{N}\sum_{i=1}^N
+    \left(x_i^{gd}(t) - \langle x_i^{mc}(t)\rangle\right)^2
+    \quad \text{(Eq. 52)}.
+
+  The chains run as ``jax.vmap`` of the Metropolis step in batch mode (one
+  loss evaluation per chain and step), ``mc_steps / n_records`` steps per
+  jitted ``lax.scan``; the gradient steps run in the same compiled call.
+
+  Args:
+    loss_fn: ``loss_fn(params) -> scalar``, or ``loss_fn(params, data)`` with
+      ``data``; differentiable (gradient descent needs ``jax.grad``).
+    params: the common initial params.
+    sigma: the Metropolis step size (> 0).
+    temperature: T >= 0 (a number).
+    n_chains: number of independent chains M.
+    mc_steps: Monte Carlo steps per chain, a multiple of ``n_records``.
+    learning_rate: :math:`\alpha` of the gradient descent; default
+      :math:`\tau` (one gradient step per Monte Carlo step).
+    n_records: number of records after t = 0.
+    n_kept: how many single chains to keep whole (the first ones).
+    data: optional pytree of arrays passed to ``loss_fn`` as an argument of
+      the compiled function (better than closing over large constants).
+    seed: int or key: chain ``k`` gets key ``k`` of ``jax.random.split``.
+    progress: optional callable given a line of text after every record.
+
+  Returns:
+    A :class:`CorrespondenceResult` of NumPy arrays.
+
+  Examples:
+    >>> import math, jax.numpy as jnp, amc_jax
+    >>> loss = lambda x: jnp.sum((x - 1.0) ** 2)
+    >>> sigma = 0.01 * math.sqrt(2 * math.pi)   # lambda = 1, alpha = 0.01 (Eq. 51)
+    >>> r = amc_jax.correspondence(loss, jnp.zeros(4), sigma=sigma,
+    ...                            n_chains=200, mc_steps=400, n_records=4)
+    >>> r.time          # tau = sigma / sqrt(2 pi) = 0.01 per Monte Carlo step
+    array([0., 1., 2., 3., 4.])
+    >>> bool(r.delta[-1] < 0.01 * float(r.gd_loss[0]))
+    True
+  """
+  tau = drift_per_step(sigma, temperature)
+  t = _check_static_temperature(temperature)
+  base.check_count("n_chains", n_chains)
+  base.check_count("mc_steps", mc_steps)
+  base.check_count("n_records", n_records)
+  if isinstance(n_kept, bool) or not isinstance(n_kept, int) or n_kept < 0:
+    raise ValueError(f"n_kept must be an integer >= 0, got {n_kept!r}.")
+  n_chains, mc_steps, n_records = int(n_chains), int(mc_steps), int(n_records)
+  n_kept = min(n_kept, n_chains)
+  if mc_steps % n_records:
+    raise ValueError(
+        f"mc_steps ({mc_steps}) must be a multiple of n_records ({n_records})."
+    )
+  per_record = mc_steps // n_records
+  if learning_rate is None:
+    alpha = tau
+  else:
+    base.check_positive("learning_rate", learning_rate)
+    alpha = float(np.asarray(learning_rate))
+  ratio = tau / alpha
+  gd_per_record_f = ratio * per_record
+  gd_per_record = int(round(gd_per_record_f))
+  if gd_per_record < 1 or abs(gd_per_record - gd_per_record_f) > 1e-6 * max(1.0, gd_per_record_f):
+    raise ValueError(
+        f"one record is {per_record} Monte Carlo steps = {gd_per_record_f:g} gradient"
+        f" steps (tau / learning_rate = {ratio:g} gradient steps per Monte Carlo"
+        " step); choose mc_steps / n_records so that this is a whole number >= 1."
+    )
+  leaves = jax.tree_util.tree_leaves(params)
+  if not leaves:
+    raise ValueError("params must contain at least one array; got an empty pytree.")
+
+  with_data = data is not None
+  value = (lambda p, d: loss_fn(p, d)) if with_data else (lambda p, d: loss_fn(p))
+  tx = amc_lib.metropolis(sigma, t, seed=0)
+  gd_tx = normalized_sgd(alpha) if t == 0.0 else optax.sgd(alpha)
+  ens_params = jax.tree_util.tree_map(
+      lambda x: jnp.broadcast_to(jnp.asarray(x), (n_chains,) + jnp.shape(x)), params
+  )
+  state = ensemble.init_ensemble(tx, ens_params, seed)
+  gd_params = jax.tree_util.tree_map(jnp.asarray, params)
+  gd_state = gd_tx.init(gd_params)
+
+  def record(ens_params, gd_params, d):
+    # Deviations from gradient descent, so that Delta is exactly 0 at t = 0
+    # and keeps its precision when the ensemble mean is close to it.
+    dev = _flat(ens_params, 1) - _flat(gd_params, 0)[None]  # [M, N]
+    mean_dev = jnp.mean(dev, axis=0)
+    losses = jax.vmap(lambda p: value(p, d))(ens_params)
+    losses = losses.astype(mean_dev.dtype)
+    return {
+        "mc_mean": jax.tree_util.tree_map(
+            lambda x, g: (g.astype(mean_dev.dtype) + jnp.mean(x.astype(mean_dev.dtype) - g.astype(mean_dev.dtype)[None], axis=0)).astype(x.dtype),
+            ens_params, gd_params),
+        "mc_chains": jax.tree_util.tree_map(lambda x: x[:n_kept], ens_params),
+        "gd": gd_params,
+        "delta": jnp.mean(jnp.square(mean_dev)),
+        "delta_floor": jnp.mean(jnp.var(dev, axis=0)) / n_chains,
+        "mc_loss_mean": jnp.mean(losses),
+        "mc_loss_std": jnp.std(losses),
+        "mc_loss_chains": losses[:n_kept],
+        "gd_loss": value(gd_params, d),
+    }
+
+  def mc_step(p, s, d):
+    updates, s = tx.update(None, s, p, value_fn=lambda q: value(q, d))
+    return optax.apply_updates(p, updates), s
+
+  @jax.jit
+  def advance(ens_params, state, gd_params, gd_state, d):
+    def mc_body(carry, _):
+      p, s = carry
+      return jax.vmap(mc_step, in_axes=(0, 0, None))(p, s, d), None
+
+    n0 = jnp.sum(state.n_accept)
+    (ens_params, state), _ = jax.lax.scan(mc_body, (ens_params, state), None, length=per_record)
+
+    def gd_body(carry, _):
+      p, s = carry
+      grads = jax.grad(lambda q: value(q, d))(p)
+      updates, s = gd_tx.update(grads, s, p)
+      return (optax.apply_updates(p, updates), s), None
+
+    (gd_params, gd_state), _ = jax.lax.scan(
+        gd_body, (gd_params, gd_state), None, length=gd_per_record
+    )
+    accepted = (jnp.sum(state.n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
+    return ens_params, state, gd_params, gd_state, record(ens_params, gd_params, d), accepted
+
+  rows = [jax.device_get(jax.jit(record)(ens_params, gd_params, data))]
+  acceptance = [float("nan")]
+  for r in range(n_records):
+    ens_params, state, gd_params, gd_state, row, acc = advance(
+        ens_params, state, gd_params, gd_state, data
+    )
+    rows.append(jax.device_get(row))
+    acceptance.append(float(acc))
+    if progress is not None:
+      progress(
+          f"record {r + 1}/{n_records}: t = {(r + 1) * per_record * tau:.4g},"
+          f" Delta = {float(row['delta']):.3g}, acceptance = {acceptance[-1]:.3f}"
+      )
+
+  stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *rows)
+  steps = np.arange(n_records + 1) * per_record
+  return CorrespondenceResult(
+      time=steps * tau,
+      mc_steps=steps,
+      gd_steps=np.arange(n_records + 1) * gd_per_record,
+      mc_mean=stacked["mc_mean"],
+      mc_chains=stacked["mc_chains"],
+      gd=stacked["gd"],
+      delta=stacked["delta"],
+      delta_floor=stacked["delta_floor"],
+      mc_loss_mean=stacked["mc_loss_mean"],
+      mc_loss_std=stacked["mc_loss_std"],
+      mc_loss_chains=stacked["mc_loss_chains"],
+      gd_loss=stacked["gd_loss"],
+      acceptance=np.asarray(acceptance),
+      gd_steps_per_mc_step=ratio,
+      learning_rate=alpha,
+  )
