@@ -378,3 +378,30 @@ def test_loss_along_line():
     amc_jax.loss_along_line(loss, start, {"w": end["w"]}, 2.0)
   with pytest.raises(ValueError, match="num"):
     amc_jax.loss_along_line(loss, start, end, 2.0, num=1)
+
+
+def test_correspondence_benchmark_runs_and_writes_json(tmp_path):
+  import json
+  import pathlib
+  import subprocess
+  import sys
+
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = tmp_path / "corr.json"
+  result = subprocess.run(
+      [sys.executable, str(root / "benchmarks" / "bench_correspondence.py"), "--run", "1e-2", "0.02",
+       "--lambdas", "0.1", "0.5", "--chains", "16", "--records", "2", "--k-points", "100",
+       "--out", str(out)],
+      capture_output=True, text=True, timeout=300, cwd=root,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(out.read_text())
+  assert set(record["final"]) == {"alpha 0.01, lambda 0.1", "alpha 0.01, lambda 0.5"}
+  for row in record["final"].values():
+    assert row["t"] == pytest.approx(0.02)
+    assert 0 < row["delta_floor"] and 0 < row["delta"] < 1
+  (run,) = record["runs"]
+  for lam in run["lambdas"].values():
+    assert lam["numpy_check_max_rel_err"] < 1e-4
+    assert len(lam["time"]) == 3 and len(lam["gd_final"]) == 90
+  assert (tmp_path / "corr_alpha0.01.png").stat().st_size > 0
