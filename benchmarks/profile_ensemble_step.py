@@ -4,7 +4,7 @@ without value= (the first-step while loop), timed interleaved:
   python benchmarks/profile_ensemble_step.py
 """
 import sys
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 import jax, jax.numpy as jnp, optax, amc_jax
 amc_jax.use_xla_cpu_workaround()
 import bench_step as B

@@ -9,7 +9,7 @@ timed interleaved in one run (median of 7):
   python benchmarks/profile_sine_step.py
 """
 import sys
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 import jax, jax.numpy as jnp, optax, amc_jax
 from jax import lax
 amc_jax.use_xla_cpu_workaround()
