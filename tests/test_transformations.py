@@ -261,3 +261,53 @@ def test_trains_flax_params_with_a_non_differentiable_loss(name):
   end = int(n_errors(variables))
   assert end < start / 2, (start, end)
   assert float(_amc(state).loss) == end
+
+
+# The gradient transformations of amc_jax (the noise-free side of the
+# correspondence) follow optax's own contract: gradients in, updates out.
+GRADIENT_TRANSFORMATIONS = {
+    "normalized_sgd": lambda: amc_jax.normalized_sgd(2e-2),
+    "normalized_sgd_schedule": lambda: amc_jax.normalized_sgd(optax.exponential_decay(5e-2, 500, 0.1)),
+    "normalized_sgd_injected": lambda: optax.inject_hyperparams(amc_jax.normalized_sgd)(learning_rate=2e-2),
+    "equivalent_gd_cold": lambda: amc_jax.equivalent_gradient_descent(2e-2 * 2.5066283),
+    "equivalent_gd_hot": lambda: amc_jax.equivalent_gradient_descent(0.1, temperature=0.1),
+}
+
+
+def run_gradient(tx, params, loss, n_steps):
+  state = tx.init(params)
+
+  @jax.jit
+  def go(params, state):
+    def body(carry, _):
+      params, state = carry
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      params = optax.apply_updates(params, updates)
+      return (params, state), loss(params)
+
+    return jax.lax.scan(body, (params, state), None, length=n_steps)
+
+  (params, state), losses = go(params, state)
+  return params, state, losses
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_TRANSFORMATIONS))
+def test_gradient_transformation_contract(name):
+  params = {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}
+  tx = GRADIENT_TRANSFORMATIONS[name]()
+  final, state, losses = run_gradient(tx, params, parabola, 600)
+  assert float(losses[-1]) < 1e-2 * 2.75
+  # The same steps as a Python loop of jitted steps, bit for bit, one compilation.
+  state, p = tx.init(params), params
+  step = jax.jit(lambda p, s: tx.update(jax.grad(parabola)(p), s, p))
+  for _ in range(600):
+    updates, state = step(p, state)
+    p = optax.apply_updates(p, updates)
+  chex.assert_trees_all_equal(p, final)
+  assert step._cache_size() == 1
+  # bfloat16 params keep their dtype and the state its structure.
+  bf = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), params)
+  s0 = tx.init(bf)
+  updates, s1 = jax.jit(tx.update)(jax.tree_util.tree_map(jnp.ones_like, bf), s0, bf)
+  assert _dtypes(updates) == _dtypes(bf)
+  assert jax.tree_util.tree_structure(s1) == jax.tree_util.tree_structure(s0)
