@@ -18,14 +18,21 @@ would take from the M chains' spread alone).
 The paper uses alpha = 1e-5 and runs to t ~ 10, i.e. 1e6 gradient steps and
 1e6 / lambda Monte Carlo steps per chain: 1e10 chain-steps for lambda = 0.1
 and 1000 chains, out of reach of a 2-core CPU (this one does ~1e4 chain-steps
-a second). So each ``--run ALPHA T_FINAL`` pair sets the learning rate and the
-final time: the default runs the paper's alpha = 1e-5 to t = 1e-3 (the start
-of the paper's curves), and alpha = 1e-2 to t = 2, where the loss has fallen
-from 0.50 to 0.20 (what Figs. 1-3 show, with mutations 1000 times larger than
-the paper's). Both cost the same number of steps.
+a second). So each ``--run ALPHA T_FINAL [DTYPE]`` sets the learning rate, the
+final time and the float type. The default runs are
+
+1. alpha = 1e-5 to t = 5e-4 in float64: the paper's mutation scales at the
+   start of its curves;
+2. alpha = 1e-5 to t = 2e-4 in float32: the same in single precision. A move
+   changes U ~ 0.5 by |grad U| sigma ~ 6e-8 here, the float32 spacing of U,
+   so rounding turns many small uphill moves into "no change", which T = 0
+   accepts: the acceptance rate rises from 1/2 and the drift weakens. The
+   correspondence at these scales needs float64;
+3. alpha = 1e-2 to t = 2 in float32, where the loss falls from 0.50 to 0.20:
+   what Figs. 1-3 show, with mutations 1000 times larger than the paper's.
 
 Writes ``benchmarks/results/bench_correspondence.json`` and one PNG per run
-(``bench_correspondence_alpha<alpha>.png``): (a) four weights against t (25
+(``bench_correspondence_alpha<alpha>_<dtype>.png``): (a) four weights against t (25
 chains grey, ensemble mean green, gradient descent black) for the smallest
 lambda; (b) all 90 weights at the final time, mean against gradient descent;
 (c) the loss against t (Fig. 1c); (d) one weight for every lambda (Fig. 2a);
@@ -55,7 +62,7 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 HIDDEN, K_POINTS = 30, 1000
 
 
-def problem(k_points: int):
+def problem(k_points: int, dtype):
   import jax.numpy as jnp
 
   theta = np.arange(k_points, dtype=np.float64) / k_points
@@ -72,14 +79,16 @@ def problem(k_points: int):
     out = np.einsum("ck,cpk->cp", w[:, :, 0], np.tanh(theta[None, :, None] * w[:, None, :, 1] + w[:, None, :, 2]))
     return ((out - target) ** 2).mean(axis=1)
 
-  data = (jnp.asarray(theta, jnp.float32), jnp.asarray(target, jnp.float32))
+  data = (jnp.asarray(theta, dtype), jnp.asarray(target, dtype))
   return loss, numpy_loss, data
 
 
-def run_one(alpha, t_final, lambdas, args, loss, numpy_loss, data, x0):
+def run_one(alpha, t_final, dtype, lambdas, args, x0):
   import amc_jax
 
-  out = {"alpha": alpha, "t_final": t_final, "lambdas": {}}
+  loss, numpy_loss, data = problem(args.k_points, dtype)
+  x0 = x0.astype(dtype)
+  out = {"alpha": alpha, "t_final": t_final, "dtype": str(dtype), "lambdas": {}}
   for lam in lambdas:
     sigma = lam * alpha * math.sqrt(2 * math.pi)  # Eq. 51
     steps = int(round(t_final / (lam * alpha)))
@@ -99,7 +108,7 @@ def run_one(alpha, t_final, lambdas, args, loss, numpy_loss, data, x0):
         float(np.max(np.abs(numpy_loss(r.mc_chains[-1]) - r.mc_loss_chains[-1]) / numpy_loss(r.mc_chains[-1]))),
         float(abs(numpy_loss(r.gd[-1][None])[0] - r.gd_loss[-1]) / numpy_loss(r.gd[-1][None])[0]),
     )
-    print(f"alpha {alpha:g} lambda {lam:g}: {steps} MC steps x {args.chains} chains in {wall:.1f} s;"
+    print(f"alpha {alpha:g} {dtype} lambda {lam:g}: {steps} MC steps x {args.chains} chains in {wall:.1f} s;"
           f" t = {r.time[-1]:.4g}, Delta = {r.delta[-1]:.3g} (floor {r.delta_floor[-1]:.3g}),"
           f" U_gd = {r.gd_loss[-1]:.4f}, <U_mc> = {r.mc_loss_mean[-1]:.4f}, numpy check {check:.1e}",
           flush=True)
@@ -167,7 +176,7 @@ def plot(run, path):
   ax[1, 2].set(xlabel="t", ylabel="<U>", title="(f) loss per lambda")
   for a in ax[1]:
     a.legend(fontsize=8)
-  fig.suptitle(f"Metropolis (T = 0) vs normalized GD, alpha = {run['alpha']:g}, "
+  fig.suptitle(f"Metropolis (T = 0) vs normalized GD, alpha = {run['alpha']:g}, {run['dtype']}, "
                f"{len(small['mc_chains_final'])} single chains shown")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -177,8 +186,10 @@ def plot(run, path):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--run", nargs=2, type=float, action="append", metavar=("ALPHA", "T_FINAL"),
-                 help="learning rate and final time of one run (repeatable); default 1e-5 1e-3 and 1e-2 2")
+  p.add_argument("--run", nargs="+", action="append", metavar="ALPHA T_FINAL [DTYPE]",
+                 help="learning rate, final time and dtype (float32 or float64, default float32)"
+                      " of one run (repeatable); default: 1e-5 5e-4 float64, 1e-5 2e-4 float32,"
+                      " 1e-2 2 float32")
   p.add_argument("--lambdas", nargs="+", type=float, default=[0.1, 0.2, 0.5])
   p.add_argument("--chains", type=int, default=1000)
   p.add_argument("--records", type=int, default=50)
@@ -198,14 +209,23 @@ def main(argv=None):
   import jax
   import jax.numpy as jnp
 
-  runs = args.run or [(1e-5, 1e-3), (1e-2, 2.0)]
+  if args.run:
+    runs = []
+    for r in args.run:
+      if len(r) not in (2, 3) or (len(r) == 3 and r[2] not in ("float32", "float64")):
+        p.error(f"--run takes ALPHA T_FINAL [float32|float64], got {' '.join(r)}")
+      runs.append((float(r[0]), float(r[1]), r[2] if len(r) == 3 else "float32"))
+  else:
+    runs = [(1e-5, 5e-4, "float64"), (1e-5, 2e-4, "float32"), (1e-2, 2.0, "float32")]
   if args.quick:
     args.chains, args.records = min(args.chains, 100), 10
-    runs = args.run or [(1e-2, 0.2)]
-  loss, numpy_loss, data = problem(args.k_points)
-  x0 = 1e-2 * jax.random.normal(jax.random.key(0), (3 * HIDDEN,), jnp.float32)  # N(0, 1e-4)
+    runs = runs if args.run else [(1e-2, 0.2, "float32")]
+  if any(dtype == "float64" for _, _, dtype in runs):
+    jax.config.update("jax_enable_x64", True)
+  # N(0, 1e-4), drawn once in float32 for every run.
+  x0 = 1e-2 * jax.random.normal(jax.random.key(0), (3 * HIDDEN,), jnp.float32)
   start = time.perf_counter()
-  results = [run_one(a, t, args.lambdas, args, loss, numpy_loss, data, x0) for a, t in runs]
+  results = [run_one(a, t, jnp.dtype(d), args.lambdas, args, x0) for a, t, d in runs]
   for r in results:
     r.pop("chosen")
   wall = time.perf_counter() - start
@@ -213,10 +233,10 @@ def main(argv=None):
   args.out.parent.mkdir(parents=True, exist_ok=True)
   if not args.no_plot:
     for run in results:
-      path = args.out.with_name(f"{args.out.stem}_alpha{run['alpha']:g}.png")
+      path = args.out.with_name(f"{args.out.stem}_alpha{run['alpha']:g}_{run['dtype']}.png")
       plot(run, path)
       plots.append(str(path.name))
-  table = {f"alpha {r['alpha']:g}, lambda {lam}": v["final"] for r in results for lam, v in r["lambdas"].items()}
+  table = {f"alpha {r['alpha']:g}, {r['dtype']}, lambda {lam}": v["final"] for r in results for lam, v in r["lambdas"].items()}
   for name, row in table.items():
     print(f"{name}: t = {row['t']:.4g}  Delta = {row['delta']:.3g}  floor = {row['delta_floor']:.3g}")
   print(f"total wall time {wall:.0f} s")

@@ -396,7 +396,7 @@ def test_correspondence_benchmark_runs_and_writes_json(tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(out.read_text())
-  assert set(record["final"]) == {"alpha 0.01, lambda 0.1", "alpha 0.01, lambda 0.5"}
+  assert set(record["final"]) == {"alpha 0.01, float32, lambda 0.1", "alpha 0.01, float32, lambda 0.5"}
   for row in record["final"].values():
     assert row["t"] == pytest.approx(0.02)
     assert 0 < row["delta_floor"] and 0 < row["delta"] < 1
@@ -404,4 +404,4 @@ def test_correspondence_benchmark_runs_and_writes_json(tmp_path):
   for lam in run["lambdas"].values():
     assert lam["numpy_check_max_rel_err"] < 1e-4
     assert len(lam["time"]) == 3 and len(lam["gd_final"]) == 90
-  assert (tmp_path / "corr_alpha0.01.png").stat().st_size > 0
+  assert (tmp_path / "corr_alpha0.01_float32.png").stat().st_size > 0
