@@ -77,7 +77,10 @@ def read_idx(path: "str | os.PathLike") -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", header)
     if zero != 0 or dtype_code != 0x08 or ndim < 1:
       raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {header.hex()})")
-    shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+    dims = f.read(4 * ndim)
+    if len(dims) != 4 * ndim:
+      raise ValueError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
+    shape = struct.unpack(">" + "I" * ndim, dims)
     data = f.read()
   if len(data) != int(np.prod(shape)):
     raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes), "
