@@ -24,11 +24,26 @@ def machine() -> dict:
   }
 
 
+def dumps(obj, indent: int = 2, _level: int = 0) -> str:
+  """JSON with dicts indented and lists of numbers kept on one line (compact arrays)."""
+  pad, inner = " " * (indent * _level), " " * (indent * (_level + 1))
+  if isinstance(obj, dict):
+    if not obj:
+      return "{}"
+    items = [f"{inner}{json.dumps(str(k))}: {dumps(v, indent, _level + 1)}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+  if isinstance(obj, (list, tuple)):
+    if all(not isinstance(v, (dict, list, tuple)) for v in obj):
+      return json.dumps(list(obj))
+    return "[\n" + ",\n".join(inner + dumps(v, indent, _level + 1) for v in obj) + "\n" + pad + "]"
+  return json.dumps(obj)
+
+
 def write_json(path, result: dict) -> None:
-  """Writes ``result`` (with the machine added) as indented JSON."""
+  """Writes ``result`` (with the machine added) as indented JSON, arrays inline."""
   out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
+  out.write_text(dumps({**result, "machine": machine()}) + "\n")
   print(f"wrote {out}")
 
 
