@@ -98,8 +98,7 @@ def test_fig6_deep_quick(tmp_path):
 
 def test_fig6_deep_from_json(tmp_path):
   src = ROOT / "benchmarks" / "results" / "bench_signal_norm_effect.json"
-  if not src.exists():
-    pytest.skip("no committed effect JSON")
+  assert src.exists(), "the committed Fig. 6 effect run is missing"
   result = subprocess.run(
       [sys.executable, str(PAPER / "fig6_deep.py"), "--from-json", str(src), "--out-dir",
        str(tmp_path), "--no-plot"],
