@@ -109,7 +109,7 @@ def parse_args(argv=None):
   p.add_argument("--steps", type=int, default=None,
                  help="steps of GD, Adam and aMC sigma0=1e-2 (full 5000, quick 50)")
   p.add_argument("--steps-paper-sigma", type=int, default=None,
-                 help="steps of aMC with the paper's sigma0=1e-3 (full 15000, quick 50)")
+                 help="steps of aMC with the paper's sigma0=1e-3 (full 60000, quick 50)")
   p.add_argument("--seeds", type=int, default=None, help="aMC sigma0=1e-2 chains (full 4, quick 1)")
   p.add_argument("--seeds-paper-sigma", type=int, default=None,
                  help="aMC sigma0=1e-3 chains (full 2, quick 1)")
@@ -124,7 +124,7 @@ def parse_args(argv=None):
   p.add_argument("--plot-from", type=pathlib.Path, default=None,
                  help="only redraw the plot of this JSON (as the same name with .png)")
   args = p.parse_args(argv)
-  full = dict(steps=5000, steps_paper_sigma=15000, seeds=4, seeds_paper_sigma=2, grad_seeds=2,
+  full = dict(steps=5000, steps_paper_sigma=60000, seeds=4, seeds_paper_sigma=2, grad_seeds=2,
               gd_lrs=[1e-2, 1e-1, 1.0], adam_lrs=[1e-4, 1e-2, 1e-1], eval_every=250)
   quick = dict(steps=50, steps_paper_sigma=50, seeds=1, seeds_paper_sigma=1, grad_seeds=1,
                gd_lrs=[], adam_lrs=[], eval_every=25)
