@@ -140,3 +140,22 @@ def as_key(seed: PRNGKeyLike, name: str = "seed") -> jax.Array:
 def loss_dtype() -> jnp.dtype:
   """The dtype in which losses and step sizes are kept: JAX's default float."""
   return jnp.result_type(float)
+
+
+def accumulator_dtype(leaves) -> jnp.dtype:
+  """float64 if any leaf is float64, else float32 (bfloat16 and float16 widen)."""
+  wide = any(jnp.result_type(x) == jnp.float64 for x in leaves)
+  return jnp.dtype(jnp.float64) if wide else jnp.dtype(jnp.float32)
+
+
+def global_norm(tree: Any) -> jax.Array:
+  """sqrt(sum_i x_i^2) over every leaf, accumulated in at least float32.
+
+  Unlike ``optax.global_norm`` it does not square bfloat16 leaves in
+  bfloat16. An empty pytree has norm 0.
+  """
+  leaves = jax.tree_util.tree_leaves(tree)
+  if not leaves:
+    return jnp.zeros([], jnp.float32)
+  acc = accumulator_dtype(leaves)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(acc))) for x in leaves))

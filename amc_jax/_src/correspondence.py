@@ -39,21 +39,6 @@ PyTree = Any
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
-def _accumulator(leaves) -> jnp.dtype:
-  """float64 if any leaf is float64, else float32 (bfloat16/float16 widen)."""
-  wide = any(jnp.result_type(x) == jnp.float64 for x in leaves)
-  return jnp.dtype(jnp.float64) if wide else jnp.dtype(jnp.float32)
-
-
-def _global_norm(tree: PyTree) -> jax.Array:
-  """|g| = sqrt(sum_i g_i^2) over every leaf, accumulated in at least float32."""
-  leaves = jax.tree_util.tree_leaves(tree)
-  if not leaves:
-    return jnp.zeros([], jnp.float32)
-  acc = _accumulator(leaves)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(acc))) for x in leaves))
-
-
 def normalize_by_global_norm() -> optax.GradientTransformation:
   """Divides the updates by their global norm :math:`|g|`; zero stays zero.
 
@@ -72,7 +57,7 @@ def normalize_by_global_norm() -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    norm = _global_norm(updates)
+    norm = base.global_norm(updates)
     inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
     updates = jax.tree_util.tree_map(lambda g: (g * inv.astype(g.dtype)), updates)
     return updates, state
@@ -234,7 +219,7 @@ class CorrespondenceResult(NamedTuple):
 def _flat(tree: PyTree, lead: int) -> jax.Array:
   """Concatenates the leaves, keeping ``lead`` leading axes, in float32 or wider."""
   leaves = jax.tree_util.tree_leaves(tree)
-  acc = _accumulator(leaves)
+  acc = base.accumulator_dtype(leaves)
   return jnp.concatenate(
       [x.reshape(x.shape[:lead] + (-1,)).astype(acc) for x in leaves], axis=-1
   )

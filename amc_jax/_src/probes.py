@@ -15,13 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from amc_jax._src import base
+
 PyTree = Any
-
-
-def _accumulator(leaves) -> jnp.dtype:
-  """float64 if any leaf is float64, else float32 (bfloat16/float16 widen)."""
-  wide = any(jnp.result_type(x) == jnp.float64 for x in leaves)
-  return jnp.dtype(jnp.float64) if wide else jnp.dtype(jnp.float32)
 
 
 def _check_trajectory(trajectory: PyTree) -> int:
@@ -35,12 +31,6 @@ def _check_trajectory(trajectory: PyTree) -> int:
         f" leading sizes {sorted(map(str, sizes))}."
     )
   return sizes.pop()
-
-
-def _norm(tree: PyTree) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  acc = _accumulator(leaves)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(acc))) for x in leaves))
 
 
 def gradient_norm(loss_fn: Callable[..., jax.Array], params: PyTree, *args: Any) -> jax.Array:
@@ -69,7 +59,7 @@ def gradient_norm(loss_fn: Callable[..., jax.Array], params: PyTree, *args: Any)
     >>> amc_jax.gradient_norm(loss, {"w": jnp.array([3.0, 0.0]), "b": jnp.array(1.0)})
     Array(3.6055512, dtype=float32)
   """
-  return _norm(jax.grad(loss_fn)(params, *args))
+  return base.global_norm(jax.grad(loss_fn)(params, *args))
 
 
 def gradient_norm_along(
