@@ -63,15 +63,22 @@ def rosenbrock(params):
   return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
 
 
-def run(tx, params, loss, n_steps):
-  """n_steps of tx in one jitted lax.scan; returns params, state and losses."""
+def run(tx, params, loss, n_steps, gradient=False):
+  """n_steps of tx in one jitted lax.scan; returns params, state and losses.
+
+  Monte Carlo transformations get ``value_fn=loss``; with ``gradient=True``
+  the transformation gets ``jax.grad(loss)`` as its updates instead.
+  """
   state = tx.init(params)
 
   @jax.jit
   def go(params, state):
     def body(carry, _):
       params, state = carry
-      updates, state = tx.update(None, state, params, value_fn=loss)
+      if gradient:
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+      else:
+        updates, state = tx.update(None, state, params, value_fn=loss)
       params = optax.apply_updates(params, updates)
       return (params, state), loss(params)
 
@@ -274,28 +281,11 @@ GRADIENT_TRANSFORMATIONS = {
 }
 
 
-def run_gradient(tx, params, loss, n_steps):
-  state = tx.init(params)
-
-  @jax.jit
-  def go(params, state):
-    def body(carry, _):
-      params, state = carry
-      updates, state = tx.update(jax.grad(loss)(params), state, params)
-      params = optax.apply_updates(params, updates)
-      return (params, state), loss(params)
-
-    return jax.lax.scan(body, (params, state), None, length=n_steps)
-
-  (params, state), losses = go(params, state)
-  return params, state, losses
-
-
 @pytest.mark.parametrize("name", list(GRADIENT_TRANSFORMATIONS))
 def test_gradient_transformation_contract(name):
   params = {"w": jnp.zeros((3,)), "b": jnp.zeros((2,))}
   tx = GRADIENT_TRANSFORMATIONS[name]()
-  final, state, losses = run_gradient(tx, params, parabola, 600)
+  final, state, losses = run(tx, params, parabola, 600, gradient=True)
   assert float(losses[-1]) < 1e-2 * 2.75
   # The same steps as a Python loop of jitted steps, bit for bit, one compilation.
   state, p = tx.init(params), params
