@@ -8,17 +8,13 @@ long sequences (Fig. 5). All float32.
 
 from __future__ import annotations
 
-import gzip
-import os
-import pathlib
-import struct
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-FASHION_DIR = pathlib.Path(os.environ.get("AMC_JAX_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+import _mnist  # benchmarks/_mnist.py, beside this module
 
 
 class Problem(NamedTuple):
@@ -31,30 +27,9 @@ class Problem(NamedTuple):
   torch_problem: str  # the name of this problem in benchmarks/_torch_reference.py
 
 
-def read_idx(path: pathlib.Path) -> np.ndarray:
-  """Reads an IDX file (``*-idx3-ubyte.gz`` or ``*-idx1-ubyte.gz``)."""
-  opener = gzip.open if str(path).endswith(".gz") else open
-  with opener(path, "rb") as f:
-    zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
-    if zero != 0 or dtype_code != 0x08:
-      raise ValueError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
-    return np.frombuffer(f.read(), np.uint8).reshape(shape)
-
-
 def fashion_mnist(n: int) -> tuple[np.ndarray, np.ndarray, str]:
   """The first n training images (flattened, in [0, 1]) and one-hot labels."""
-  images = FASHION_DIR / "train-images-idx3-ubyte.gz"
-  labels = FASHION_DIR / "train-labels-idx1-ubyte.gz"
-  if images.exists() and labels.exists():
-    x = read_idx(images)[:n].reshape(-1, 784).astype(np.float32) / 255.0
-    y = read_idx(labels)[:n].astype(np.int64)
-    source = f"Fashion-MNIST training images ({FASHION_DIR})"
-  else:
-    rng = np.random.default_rng(0)
-    x = rng.random((n, 784), dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    source = "random data of the Fashion-MNIST shape (IDX files not found)"
+  x, y, source = _mnist.training_images(_mnist.data_dir(None), n)
   return x, np.eye(10, dtype=np.float32)[y], source
 
 

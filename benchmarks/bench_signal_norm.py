@@ -64,12 +64,10 @@ JSON (as ``FILE.png``). A tiny configuration for the tests:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
 import pathlib
-import struct
 import sys
 import time
 
@@ -82,8 +80,8 @@ import optax
 import amc_jax
 
 import _common  # benchmarks/_common.py, beside this script
+import _mnist  # benchmarks/_mnist.py
 
-FASHION_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 N_POINTS = 1000  # points of the deep-net problem
 SIGMA0, EPSILON, N_RESET = 1e-2, 1e-2, 100
 INIT_STD = 1e-2
@@ -159,29 +157,9 @@ def deep_problem(n=N_POINTS):
 # ---------------------------------------------------------------------------
 
 
-def read_idx(path):
-  """A gzipped IDX file as a uint8 array (only the unsigned-byte type)."""
-  with gzip.open(path, "rb") as f:
-    zero, dtype, ndim = struct.unpack(">HBB", f.read(4))
-    if zero != 0 or dtype != 0x08:
-      raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-    return np.frombuffer(f.read(), np.uint8).reshape(shape)
-
-
 def fashion_mnist(n):
   """(x [n, 784] in [0, 1], one-hot [n, 10], description of the data)."""
-  images = FASHION_DIR / "train-images-idx3-ubyte.gz"
-  labels = FASHION_DIR / "train-labels-idx1-ubyte.gz"
-  if images.exists() and labels.exists():
-    x = read_idx(images)[:n].reshape(-1, 784).astype(np.float32) / 255.0
-    y = read_idx(labels)[:n]
-    what = f"Fashion-MNIST training images ({images}), first {len(x)}"
-  else:
-    rng = np.random.default_rng(0)
-    x = rng.random((n, 784), dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    what = f"random data of Fashion-MNIST's shape ({FASHION_DIR} absent)"
+  x, y, what = _mnist.training_images(_mnist.data_dir(None), n)
   return jnp.asarray(x), jnp.asarray(np.eye(10, dtype=np.float32)[y]), what
 
 

@@ -20,11 +20,9 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import pathlib
-import struct
 import sys
 import time
 
@@ -35,9 +33,9 @@ BENCHMARKS = HERE.parent
 sys.path.insert(0, str(BENCHMARKS))
 
 import _common  # noqa: E402  benchmarks/_common.py
+from _mnist import DATA_DIR_ENV, DEFAULT_DATA_DIR  # noqa: E402,F401  benchmarks/_mnist.py
+from _mnist import data_dir, load_mnist, read_idx, write_idx  # noqa: E402,F401
 
-DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
-DATA_DIR_ENV = "AMC_JAX_DATA_DIR"
 RESULTS = BENCHMARKS / "results"
 
 
@@ -57,71 +55,6 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data-dir", type=pathlib.Path, default=None,
                  help=f"directory of MNIST-format IDX files (default ${DATA_DIR_ENV} "
                       f"or {DEFAULT_DATA_DIR})")
-
-
-def data_dir(arg: "pathlib.Path | None") -> pathlib.Path:
-  """``--data-dir`` if given, else ``$AMC_JAX_DATA_DIR``, else the Debian path."""
-  if arg is not None:
-    return pathlib.Path(arg)
-  return pathlib.Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-
-
-def read_idx(path: "str | os.PathLike") -> np.ndarray:
-  """Reads one IDX file (gzipped or not) of unsigned bytes into an array."""
-  path = pathlib.Path(path)
-  opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rb") as f:
-    header = f.read(4)
-    if len(header) != 4:
-      raise ValueError(f"{path}: too short to be an IDX file")
-    zero, dtype_code, ndim = struct.unpack(">HBB", header)
-    if zero != 0 or dtype_code != 0x08 or ndim < 1:
-      raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {header.hex()})")
-    dims = f.read(4 * ndim)
-    if len(dims) != 4 * ndim:
-      raise ValueError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
-    shape = struct.unpack(">" + "I" * ndim, dims)
-    data = f.read()
-  if len(data) != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes), "
-                     f"file has {len(data)} bytes of data")
-  return np.frombuffer(data, np.uint8).reshape(shape)
-
-
-def write_idx(path: "str | os.PathLike", array: np.ndarray) -> None:
-  """Writes ``array`` (uint8) as an IDX file, gzipped if the name ends in .gz."""
-  path = pathlib.Path(path)
-  array = np.ascontiguousarray(array, np.uint8)
-  header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
-  opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "wb") as f:
-    f.write(header + array.tobytes())
-
-
-def _find(directory: pathlib.Path, stem: str) -> pathlib.Path:
-  for name in (stem + ".gz", stem):
-    if (directory / name).exists():
-      return directory / name
-  raise FileNotFoundError(
-      f"no {stem}(.gz) in {directory}: pass --data-dir or set ${DATA_DIR_ENV} to a directory "
-      f"of MNIST-format IDX files (on Debian: apt-get install dataset-fashion-mnist)")
-
-
-def load_mnist(directory: "str | os.PathLike", split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Images ``uint8 [n, 28, 28]`` and labels ``uint8 [n]`` of ``split``.
-
-  ``split`` is ``"train"`` or ``"test"`` (files ``train-*`` and ``t10k-*``).
-  """
-  if split not in ("train", "test"):
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-  directory = pathlib.Path(directory)
-  prefix = "train" if split == "train" else "t10k"
-  images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
-  labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
-  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-    raise ValueError(f"{directory}: {split} images {images.shape} and labels {labels.shape} "
-                     "do not match")
-  return images, labels
 
 
 class Timer:
