@@ -1,6 +1,7 @@
 """What every benchmark script shares: the machine record and the JSON output."""
 
 import json
+import math
 import os
 import pathlib
 import platform
@@ -22,6 +23,26 @@ def machine() -> dict:
       "device": str(jax.devices()[0]),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
+
+
+def jsonable(x, digits: "int | None" = None):
+  """``x`` with NumPy/JAX arrays and scalars as plain lists and numbers.
+
+  Dict keys become strings, non-finite floats the strings "nan", "inf",
+  "-inf" (JSON has no such numbers), and with ``digits`` every float is
+  rounded to that many significant digits (to keep large records small).
+  """
+  if isinstance(x, dict):
+    return {str(k): jsonable(v, digits) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [jsonable(v, digits) for v in x]
+  if hasattr(x, "tolist"):  # NumPy and JAX arrays and scalars
+    return jsonable(x.tolist(), digits)
+  if isinstance(x, float):
+    if not math.isfinite(x):
+      return str(x)
+    return float(f"{x:.{digits}g}") if digits else x
+  return x
 
 
 def dumps(obj, indent: int = 2, _level: int = 0) -> str:

@@ -247,21 +247,9 @@ def main(argv=None):
       "chains": args.chains, "records": args.records, "kept": args.kept, "seed": args.seed,
       "xla_cpu_workaround": not args.no_xla_workaround,
       "final": table, "wall_s_total": wall, "plots": plots,
-      "runs": [_lists(r) for r in results],
+      "runs": _common.jsonable(results, digits=6),  # six significant digits keep the JSON small
   }
   _common.write_json(args.out, record)
-
-
-def _lists(x):
-  if isinstance(x, dict):
-    return {k: _lists(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_lists(v) for v in x]
-  if hasattr(x, "tolist"):
-    return _lists(np.asarray(x).tolist())
-  if isinstance(x, float):
-    return float(f"{x:.6g}")  # six significant digits keep the JSON small
-  return x
 
 
 if __name__ == "__main__":

@@ -20,13 +20,9 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
 import sys
 import time
-
-import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = HERE.parent
@@ -86,19 +82,7 @@ def paths(out_dir: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]
 
 def write(path: pathlib.Path, record: dict) -> None:
   """Writes the record with the command and the machine (NumPy values become lists)."""
-  def plain(x):
-    if isinstance(x, dict):
-      return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-      return [plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-      return plain(x.tolist())
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-      return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-      return str(x)
-    return x
-  _common.write_json(path, plain({"command": command(), **record}))
+  _common.write_json(path, _common.jsonable({"command": command(), **record}))
 
 
 def pyplot():
