@@ -20,6 +20,7 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -51,6 +52,22 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data-dir", type=pathlib.Path, default=None,
                  help=f"directory of MNIST-format IDX files (default ${DATA_DIR_ENV} "
                       f"or {DEFAULT_DATA_DIR})")
+
+
+QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
+
+
+def quick_compile() -> None:
+  """For --quick: XLA:CPU backend optimisation off, before JAX starts.
+
+  A smoke test compiles ~10 programs and runs each for a few steps, so
+  compile time is nearly all of it; this cuts it ~2.5x, with bit-identical
+  numbers when checked. XLA reads ``XLA_FLAGS`` once, when JAX starts its
+  backends, so call it before the first computation.
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if QUICK_XLA_FLAG not in flags.split():
+    os.environ["XLA_FLAGS"] = (flags + " " + QUICK_XLA_FLAG).strip()
 
 
 class Timer:

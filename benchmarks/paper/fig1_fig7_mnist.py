@@ -588,9 +588,6 @@ def plot(mc, gd, runs, best, path):
 
 # ---------------------------------------------------------------------------
 
-QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
-
-
 def judge(mc, gd, runs):
   """({"measured", "reproduced", "verdict"} of the record, (best MC, best GD index))."""
   res_1a, text_1a = verdict_1a(mc, gd)
@@ -636,19 +633,6 @@ def verdict_from(path, no_plot):
   return record
 
 
-def quick_compile():
-  """--quick: XLA:CPU backend optimisation off, which cuts compile time ~2.5x.
-
-  A smoke test compiles ~10 programs and runs each for a few steps, so compile
-  time is nearly all of it; the numbers were bit-identical with and without
-  the flag when checked. Must run before JAX starts its backends.
-  """
-  import os
-  flags = os.environ.get("XLA_FLAGS", "")
-  if QUICK_XLA_FLAG not in flags.split():
-    os.environ["XLA_FLAGS"] = (flags + " " + QUICK_XLA_FLAG).strip()
-
-
 def main(argv=None):
   p = _paper.parser(__doc__.split("\n")[0])
   _paper.add_data_dir(p)
@@ -686,7 +670,7 @@ def main(argv=None):
   if args.verdict_from:
     return verdict_from(args.verdict_from, args.no_plot)
   if args.quick:
-    quick_compile()  # before JAX starts: it reads XLA_FLAGS once
+    _paper.quick_compile()  # before JAX starts: it reads XLA_FLAGS once
   import amc_jax
   amc_jax.use_xla_cpu_workaround()  # before any JAX computation
 
@@ -773,7 +757,7 @@ def main(argv=None):
           "adjusted_for_small_data": adjusted,
           "eval_every": args.eval_every, "eval_every_minibatch_progressive":
               args.eval_every_long, "log_every": args.log_every, "seed": args.seed,
-          "xla_flags_quick": QUICK_XLA_FLAG if q else None,
+          "xla_flags_quick": _paper.QUICK_XLA_FLAG if q else None,
           "examples_seen": ("sum over steps of the examples in the step's batch (a minibatch"
                             " aMC step evaluates its batch twice: U(x) and U(x')); epochs ="
                             " examples seen / training-set size (our reading of the paper's n;"

@@ -78,7 +78,6 @@ N_RESET, EPSILON = 100, 0.0
 PAPER_SIGMA0, NOTES_SIGMA0 = 1e-3, 1e-2
 PAPER_LR = 1e-3
 CLIP = 1.0
-QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
 TRAINED = 0.9  # a chain "trains" if its best-checkpoint test accuracy reaches this
 
 PAPER_CLAIM = (
@@ -282,9 +281,8 @@ def main(argv=None):
     print(f"plot {args.plot_from.with_suffix('.png')}")
     return
   timer = _paper.Timer()
-  if args.quick and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    # A smoke test is mostly compilation: skip LLVM's optimisations (before JAX starts).
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + QUICK_XLA_FLAG).strip()
+  if args.quick:
+    _paper.quick_compile()  # a smoke test is mostly compilation (before JAX starts)
   import jax
 
   import amc_jax
