@@ -91,19 +91,9 @@ CLAIMS = {
 
 
 def make_model():
-  import flax.linen as nn
-  import jax.numpy as jnp
-
-  class MLP(nn.Module):
-    """784-16-16-10, tanh hidden units, softmax outputs."""
-
-    @nn.compact
-    def __call__(self, x):
-      x = jnp.tanh(nn.Dense(16)(x))
-      x = jnp.tanh(nn.Dense(16)(x))
-      return nn.softmax(nn.Dense(10)(x))
-
-  return MLP()
+  """784-16-16-10, tanh hidden units, softmax outputs: the MLP of bench_signal_norm.py."""
+  import bench_signal_norm  # benchmarks/bench_signal_norm.py (on sys.path via _paper)
+  return bench_signal_norm.MLP()
 
 
 def mse(out, target):
@@ -200,6 +190,33 @@ def stack_evals(initial, result):
 # ---------------------------------------------------------------------------
 
 
+def run_sweep(args, tx, params, state, values, model, data, eval_many):
+  """One vmapped full-batch ``fit`` whose chains are the values of a sweep.
+
+  Returns the FitResult and the record both sweeps share.
+  """
+  import amc_jax
+
+  loss_fn = lambda p, b: mse(model.apply({"params": p}, b[0]), b[1])
+  initial = eval_many(params)
+  timer = _paper.Timer()
+  r = amc_jax.fit(tx, params, loss_fn, data, steps=args.sweep_steps, n_chains=len(values),
+                  opt_state=state, chunk=args.eval_every, log_every=args.log_every,
+                  eval_fn=eval_many, eval_every=args.eval_every, progress=args.progress,
+                  key=args.seed)
+  wall = timer()
+  steps, ev = stack_evals(initial, r)
+  return r, {
+      "values": [float(v) for v in values],
+      "final_test_acc": ev["test_acc"][-1].tolist(),
+      "final_train_loss": ev["train_loss"][-1].tolist(),
+      "eval_step": steps.tolist(),
+      "eval": {k: v.T.tolist() for k, v in ev.items()},  # [chain][eval]
+      "wall_s": wall,
+      "ms_per_step_all_chains": wall / args.sweep_steps * 1e3,
+  }
+
+
 def sweep_mc(args, model, data, eval_many):
   import jax
   import jax.numpy as jnp
@@ -212,61 +229,28 @@ def sweep_mc(args, model, data, eval_many):
                        std=sigmas, n=n)
   state = amc_jax.init_ensemble(tx, params, jax.random.key(args.seed))
   state = state._replace(sigma=jnp.asarray(sigmas))  # one step size per chain
-  loss_fn = lambda p, b: mse(model.apply({"params": p}, b[0]), b[1])
-  initial = eval_many(params)
-  timer = _paper.Timer()
-  r = amc_jax.fit(tx, params, loss_fn, data, steps=args.sweep_steps, n_chains=n,
-                  opt_state=state, chunk=args.eval_every, log_every=args.log_every,
-                  eval_fn=eval_many, eval_every=args.eval_every, progress=args.progress,
-                  key=args.seed)
-  wall = timer()
-  steps, ev = stack_evals(initial, r)
+  r, record = run_sweep(args, tx, params, state, args.sigmas, model, data, eval_many)
   assert np.allclose(np.asarray(r.opt_state.sigma), sigmas), "per-chain sigma drifted"
-  return {
-      "values": [float(v) for v in args.sigmas],
-      "final_test_acc": ev["test_acc"][-1].tolist(),
-      "final_train_loss": ev["train_loss"][-1].tolist(),
-      "acceptance_last_row": np.asarray(r.history["acceptance"])[-1].tolist(),
-      "acceptance_overall": (np.asarray(r.opt_state.n_accept) /
-                             np.maximum(np.asarray(r.opt_state.count), 1)).tolist(),
-      "eval_step": steps.tolist(),
-      "eval": {k: v.T.tolist() for k, v in ev.items()},  # [chain][eval]
-      "wall_s": wall,
-      "ms_per_step_all_chains": wall / args.sweep_steps * 1e3,
-  }
+  record["acceptance_last_row"] = np.asarray(r.history["acceptance"])[-1].tolist()
+  record["acceptance_overall"] = (np.asarray(r.opt_state.n_accept) /
+                                  np.maximum(np.asarray(r.opt_state.count), 1)).tolist()
+  return record
 
 
 def sweep_gd(args, model, data, eval_many):
   import jax
   import jax.numpy as jnp
   import optax
-  import amc_jax
 
   alphas = np.asarray(args.alphas, np.float32)
-  n = len(alphas)
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=float(alphas[0]))
-  params = init_params(param_shapes(model, data[0]), np.random.default_rng(args.seed + 2), n=n)
+  params = init_params(param_shapes(model, data[0]), np.random.default_rng(args.seed + 2),
+                       n=len(alphas))
   state = jax.vmap(tx.init)(params)
   state.hyperparams["learning_rate"] = jnp.asarray(alphas)  # one rate per chain
-  loss_fn = lambda p, b: mse(model.apply({"params": p}, b[0]), b[1])
-  initial = eval_many(params)
-  timer = _paper.Timer()
-  r = amc_jax.fit(tx, params, loss_fn, data, steps=args.sweep_steps, n_chains=n,
-                  opt_state=state, chunk=args.eval_every, log_every=args.log_every,
-                  eval_fn=eval_many, eval_every=args.eval_every, progress=args.progress,
-                  key=args.seed)
-  wall = timer()
-  steps, ev = stack_evals(initial, r)
+  r, record = run_sweep(args, tx, params, state, args.alphas, model, data, eval_many)
   assert np.allclose(np.asarray(r.opt_state.hyperparams["learning_rate"]), alphas)
-  return {
-      "values": [float(v) for v in args.alphas],
-      "final_test_acc": ev["test_acc"][-1].tolist(),
-      "final_train_loss": ev["train_loss"][-1].tolist(),
-      "eval_step": steps.tolist(),
-      "eval": {k: v.T.tolist() for k, v in ev.items()},
-      "wall_s": wall,
-      "ms_per_step_all_chains": wall / args.sweep_steps * 1e3,
-  }
+  return record
 
 
 # ---------------------------------------------------------------------------
