@@ -225,6 +225,16 @@ def _flat(tree: PyTree, lead: int) -> jax.Array:
   )
 
 
+def _unflat(vector: jax.Array, like: PyTree) -> PyTree:
+  """The inverse of ``_flat(like, 0)``: a pytree like ``like`` (its shapes and dtypes)."""
+  leaves, treedef = jax.tree_util.tree_flatten(like)
+  ends = np.cumsum([int(np.prod(jnp.shape(x))) for x in leaves])
+  parts = jnp.split(vector, ends[:-1])
+  return jax.tree_util.tree_unflatten(
+      treedef, [p.reshape(jnp.shape(x)).astype(x.dtype) for p, x in zip(parts, leaves)]
+  )
+
+
 def correspondence(
     loss_fn: Callable[..., jax.Array],
     params: PyTree,
@@ -339,17 +349,15 @@ def correspondence(
   gd_params = jax.tree_util.tree_map(jnp.asarray, params)
   gd_state = gd_tx.init(gd_params)
 
-  def record(ens_params, gd_params, d):
+  def record(ens_params, losses, gd_params, d):
     # Deviations from gradient descent, so that Delta is exactly 0 at t = 0
     # and keeps its precision when the ensemble mean is close to it.
-    dev = _flat(ens_params, 1) - _flat(gd_params, 0)[None]  # [M, N]
+    gd_flat = _flat(gd_params, 0)
+    dev = _flat(ens_params, 1) - gd_flat[None]  # [M, N]
     mean_dev = jnp.mean(dev, axis=0)
-    losses = jax.vmap(lambda p: value(p, d))(ens_params)
     losses = losses.astype(mean_dev.dtype)
     return {
-        "mc_mean": jax.tree_util.tree_map(
-            lambda x, g: (g.astype(mean_dev.dtype) + jnp.mean(x.astype(mean_dev.dtype) - g.astype(mean_dev.dtype)[None], axis=0)).astype(x.dtype),
-            ens_params, gd_params),
+        "mc_mean": _unflat(gd_flat + mean_dev, gd_params),
         "mc_chains": jax.tree_util.tree_map(lambda x: x[:n_kept], ens_params),
         "gd": gd_params,
         "delta": jnp.mean(jnp.square(mean_dev)),
@@ -383,9 +391,12 @@ def correspondence(
         gd_body, (gd_params, gd_state), None, length=gd_per_record
     )
     accepted = (jnp.sum(state.n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
-    return ens_params, state, gd_params, gd_state, record(ens_params, gd_params, d), accepted
+    return ens_params, state, gd_params, gd_state, record(ens_params, state.loss, gd_params, d), accepted
 
-  rows = [jax.device_get(jax.jit(record)(ens_params, gd_params, data))]
+  # After a step, each chain's state caches U of its params (batch mode), so
+  # only the initial losses are evaluated here.
+  initial_losses = jax.jit(jax.vmap(value, in_axes=(0, None)))(ens_params, data)
+  rows = [jax.device_get(jax.jit(record)(ens_params, initial_losses, gd_params, data))]
   acceptance = [float("nan")]
   for r in range(n_records):
     ens_params, state, gd_params, gd_state, row, acc = advance(
