@@ -20,19 +20,6 @@ from amc_jax._src import base
 PyTree = Any
 
 
-def _check_trajectory(trajectory: PyTree) -> int:
-  leaves = jax.tree_util.tree_leaves(trajectory)
-  if not leaves:
-    raise ValueError("the trajectory must contain at least one array; got an empty pytree.")
-  sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
-  if None in sizes or len(sizes) != 1:
-    raise ValueError(
-        "every leaf of the trajectory needs the same leading (time) axis; got"
-        f" leading sizes {sorted(map(str, sizes))}."
-    )
-  return sizes.pop()
-
-
 def gradient_norm(loss_fn: Callable[..., jax.Array], params: PyTree, *args: Any) -> jax.Array:
   r"""The norm of the gradient of the loss, :math:`|\nabla U(x)|`.
 
@@ -91,7 +78,7 @@ def gradient_norm_along(
     >>> amc_jax.gradient_norm_along(loss, jnp.array([[3.0, 4.0], [0.0, 0.5]]))
     Array([10.,  1.], dtype=float32)
   """
-  _check_trajectory(trajectory)
+  base.leading_size(trajectory, "the trajectory", "(of time)")
   fn = jax.jit(lambda traj, *a: jax.lax.map(
       lambda p: gradient_norm(loss_fn, p, *a), traj, batch_size=batch_size))
   return fn(trajectory, *args)

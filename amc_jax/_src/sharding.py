@@ -50,6 +50,8 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from amc_jax._src import base
+
 PyTree = Any
 
 
@@ -108,30 +110,6 @@ def _axis_size(mesh: Mesh, axis_name: str, *, auto: bool) -> int:
           " axis_types=(jax.sharding.AxisType.Auto,))."
       )
   return mesh.shape[axis_name]
-
-
-def _leading_size(tree: PyTree, what: str) -> int:
-  """The common size of the leading axis of every leaf of ``tree``."""
-  leaves = jax.tree_util.tree_leaves_with_path(tree)
-  if not leaves:
-    raise ValueError(f"{what} must contain at least one array; got an empty pytree.")
-  sizes = {}
-  for path, leaf in leaves:
-    shape = np.shape(leaf)
-    if not shape:
-      raise ValueError(
-          f"every leaf of {what} needs a leading axis to shard; the leaf"
-          f" {jax.tree_util.keystr(path) or '<root>'} is a scalar."
-      )
-    sizes.setdefault(shape[0], jax.tree_util.keystr(path) or "<root>")
-  if len(sizes) != 1:
-    examples = ", ".join(f"{name} has {n}" for n, name in sorted(sizes.items()))
-    raise ValueError(
-        f"every leaf of {what} must have the same leading axis size; got sizes"
-        f" {sorted(sizes)} (the leaf {examples})."
-    )
-  (size,) = sizes
-  return size
 
 
 def _check_divisible(size: int, n_devices: int, what: str, axis_name: str) -> None:
@@ -198,8 +176,8 @@ def shard_ensemble(
     P('chains',)
   """
   n_devices = _axis_size(mesh, axis_name, auto=True)
-  n_chains = _leading_size(params, "params")
-  n_state = _leading_size(state, "state")
+  n_chains = base.leading_size(params, "params", "to shard")
+  n_state = base.leading_size(state, "state", "to shard")
   if n_state != n_chains:
     raise ValueError(
         f"params have {n_chains} chains but the state has {n_state}; build the"
@@ -309,7 +287,7 @@ def ensemble_map(
         if axis is not None:
           chain_leaves.extend(jax.tree_util.tree_leaves(sub))
     if chain_leaves:
-      n_chains = _leading_size(chain_leaves, "the chain-mapped arguments")
+      n_chains = base.leading_size(chain_leaves, "the chain-mapped arguments", "to shard")
       _check_divisible(n_chains, n_devices, "chains", axis_name)
     to_spec = lambda axis: P() if axis is None else P(axis_name)  # noqa: E731
     in_specs = jax.tree_util.tree_map(to_spec, axes, is_leaf=is_none)
@@ -413,7 +391,7 @@ def shard_batch(
     raise TypeError(f"process_local must be a bool, got {process_local!r}.")
   n_devices = _axis_size(mesh, axis_name, auto=False)
   sharding = NamedSharding(mesh, P(axis_name))
-  size = _leading_size(data, "data")
+  size = base.leading_size(data, "data", "to shard")
   if not process_local:
     _check_divisible(size, n_devices, "examples", axis_name)
     return jax.tree_util.tree_map(lambda x: _place(x, sharding), data)
