@@ -5,6 +5,7 @@ from amc_jax._src.amc import AMCInfo
 from amc_jax._src.amc import AMCState
 from amc_jax._src.amc import amc
 from amc_jax._src.amc import metropolis
+from amc_jax._src.amc import monte_carlo_state
 from amc_jax._src.checkpoint import restore_checkpoint
 from amc_jax._src.checkpoint import save_checkpoint
 from amc_jax._src.correspondence import CorrespondenceResult
@@ -37,6 +38,7 @@ from amc_jax._src.sharding import replicate
 from amc_jax._src.sharding import shard_batch
 from amc_jax._src.sharding import shard_ensemble
 from amc_jax._src.xla_cpu import use_xla_cpu_workaround
+from amc_jax import proposals
 
 __version__ = "0.1.0"
 
@@ -65,9 +67,11 @@ __all__ = (
     "loss_along_line",
     "metropolis",
     "metropolis_decision",
+    "monte_carlo_state",
     "nnx_value_fn",
     "normalize_by_global_norm",
     "normalized_sgd",
+    "proposals",
     "replicate",
     "restore_checkpoint",
     "save_checkpoint",

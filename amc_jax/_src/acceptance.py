@@ -26,19 +26,35 @@ def temperature_at(temperature: base.ScalarOrSchedule, count: jax.Array) -> jax.
   return jnp.asarray(t).astype(base.loss_dtype())
 
 
+def temperature_override(temperature: Any) -> jax.Array:
+  """A per-step ``temperature=`` argument of ``tx.update``, checked and cast."""
+  if callable(temperature):
+    raise TypeError(
+        "the temperature= argument of tx.update is this step's temperature, a"
+        " number; give schedules to the transformation itself."
+    )
+  base.check_temperature(temperature)
+  return jnp.asarray(temperature).astype(base.loss_dtype())
+
+
 def metropolis_decision(
     key: jax.Array,
     current_loss: jax.Array,
     proposed_loss: jax.Array,
     temperature: jax.Array,
+    log_ratio: Any = 0.0,
 ) -> Decision:
-  r"""The Metropolis criterion :math:`\min(1, e^{-\Delta U/T})` (Section III).
+  r"""The Metropolis(-Hastings) criterion :math:`\min(1, e^{-\Delta U/T} q_r)`.
 
   * A proposal whose loss is NaN or +-inf is always rejected.
-  * Otherwise a move with :math:`\Delta U = U(x') - U(x) \le 0` is accepted.
-  * At ``T > 0`` an uphill move is accepted when ``u < exp(-dU/T)`` for
-    ``u = jax.random.uniform(key)``, compared in log space. ``T <= 0`` (for
-    example a schedule that has reached 0) allows no uphill move.
+  * At ``T <= 0`` (zero temperature, or a schedule that has reached 0) a move
+    is accepted iff :math:`\Delta U = U(x') - U(x) \le 0`; no uphill move.
+  * At ``T > 0`` the move is accepted when
+    :math:`\log u < -\Delta U/T + \log q_r` for
+    ``u = jax.random.uniform(key)``, where
+    :math:`\log q_r = \log q(x \mid x') - \log q(x' \mid x)` is the
+    proposal's ``log_ratio`` (0 for a symmetric move: plain Metropolis, where
+    a move with :math:`\Delta U \le 0` is always accepted).
 
   Args:
     key: PRNG key for the uniform draw (drawn whatever the temperature, so the
@@ -46,6 +62,8 @@ def metropolis_decision(
     current_loss: U(x), a finite scalar.
     proposed_loss: U(x'), any scalar.
     temperature: T, a scalar.
+    log_ratio: the proposal's log Hastings ratio, a scalar (see
+      :class:`amc_jax.proposals.Proposal`).
 
   Returns:
     A :class:`Decision`.
@@ -53,15 +71,28 @@ def metropolis_decision(
   u = jax.random.uniform(key, (), current_loss.dtype)
   finite = jnp.isfinite(proposed_loss)
   delta = proposed_loss - current_loss
-  downhill = finite & (delta <= 0)
   hot = temperature > 0
   safe_t = jnp.where(hot, temperature, jnp.ones_like(temperature))
   log_p = jnp.where(hot, -delta / safe_t, -jnp.inf)
-  uphill_ok = finite & hot & (jnp.log(u) < log_p)
-  accepted = downhill | uphill_ok
-  prob = jnp.where(
-      downhill, jnp.ones_like(delta), jnp.where(finite, jnp.exp(jnp.minimum(log_p, 0)), 0)
-  )
+  if base.is_static_zero(log_ratio):
+    # Symmetric move: downhill is always accepted, uphill with exp(-dU/T).
+    downhill = finite & (delta <= 0)
+    uphill_ok = finite & hot & (jnp.log(u) < log_p)
+    accepted = downhill | uphill_ok
+    prob = jnp.where(
+        downhill, jnp.ones_like(delta), jnp.where(finite, jnp.exp(jnp.minimum(log_p, 0)), 0)
+    )
+  else:
+    log_ratio = jnp.asarray(log_ratio).astype(delta.dtype)
+    log_p = jnp.where(hot, log_p + log_ratio, log_p)
+    cold_ok = finite & ~hot & (delta <= 0)
+    hot_ok = finite & hot & (jnp.log(u) < log_p)
+    accepted = cold_ok | hot_ok
+    prob = jnp.where(
+        finite,
+        jnp.where(hot, jnp.exp(jnp.minimum(log_p, 0)), cold_ok.astype(delta.dtype)),
+        0,
+    )
   return Decision(accepted=accepted, acceptance_probability=prob.astype(delta.dtype))
 
 

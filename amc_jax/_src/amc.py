@@ -1,8 +1,11 @@
 """aMC and Metropolis Monte Carlo as optax transformations.
 
-The one step of Section III of Whitelam et al. (2022) lives in :func:`_step`:
-propose, evaluate, accept/reject, adapt. :func:`amc` and :func:`metropolis`
-are configurations of it. This module knows nothing of flax, data or loops.
+The step of Section III of Whitelam et al. (2022) is :func:`step`, a few
+named parts: :func:`current_loss` (step 1), :func:`propose_and_evaluate`
+(step 2, with a pluggable :class:`~amc_jax.proposals.Proposal`), the
+Metropolis test (:mod:`acceptance`), :func:`adapt` (steps 3-4) and
+:func:`next_state`. :func:`amc` and :func:`metropolis` are thin
+configurations of it. This module knows nothing of flax, data or loops.
 """
 
 from __future__ import annotations
@@ -73,22 +76,67 @@ class AMCState(NamedTuple):
   scales: Optional[PyTree] = None
 
 
-def _check_like(mu: PyTree, params: PyTree) -> None:
-  m_def, p_def = jax.tree_util.tree_structure(mu), jax.tree_util.tree_structure(params)
-  if m_def != p_def:
+  @property
+  def proposal_state(self) -> PyTree:
+    """The state of the trial move (``mu`` for the Gaussian move), an alias of ``mu``."""
+    return self.mu
+
+
+def _is_amc_state(x: Any) -> bool:
+  return isinstance(x, AMCState)
+
+
+def monte_carlo_states(opt_state: PyTree) -> list[AMCState]:
+  """Every :class:`AMCState` inside an optimizer state, in pytree order."""
+  leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=_is_amc_state)
+  return [x for x in leaves if _is_amc_state(x)]
+
+
+def monte_carlo_state(opt_state: PyTree) -> AMCState:
+  """The Monte Carlo state inside an optimizer state: the one accessor.
+
+  Finds the :class:`AMCState` of :func:`amc` or :func:`metropolis` however
+  the transformation was wrapped (``optax.chain``, ``optax.inject_hyperparams``,
+  ``optax.MultiSteps``, a flax ``TrainState``'s ``opt_state``), so that loops
+  and tools read ``loss``, ``sigma``, ``info`` and the counters in one way.
+  Under ``vmap`` (an ensemble) its fields carry the chain axis.
+
+  Args:
+    opt_state: the state of a transformation that contains one amc_jax
+      Monte Carlo transformation.
+
+  Returns:
+    Its :class:`AMCState` (the first one, if the state holds several).
+
+  Raises:
+    ValueError: if ``opt_state`` holds no :class:`AMCState`.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, amc_jax
+    >>> tx = optax.chain(amc_jax.amc(0.1), optax.scale(1.0))
+    >>> state = tx.init(jnp.zeros(3))
+    >>> int(amc_jax.monte_carlo_state(state).count)
+    0
+  """
+  found = monte_carlo_states(opt_state)
+  if not found:
     raise ValueError(
-        "params passed to update must have the structure of the params given to"
-        f" init; got {p_def}, expected {m_def}."
+        "the optimizer state holds no AMCState: it is not the state of an"
+        " amc_jax Monte Carlo transformation (amc, metropolis)."
     )
-  for (path, m), p in zip(
-      jax.tree_util.tree_leaves_with_path(mu), jax.tree_util.tree_leaves(params)
-  ):
-    if jnp.shape(m) != jnp.shape(p) or jnp.result_type(m) != jnp.result_type(p):
-      raise ValueError(
-          f"params leaf {jax.tree_util.keystr(path)} is"
-          f" {jnp.result_type(p)}{list(jnp.shape(p))} but the state was"
-          f" initialised for {jnp.result_type(m)}{list(jnp.shape(m))}."
-      )
+  return found[0]
+
+
+def replace_monte_carlo_states(
+    fn: Callable[..., AMCState], opt_state: PyTree, *others: PyTree
+) -> PyTree:
+  """``opt_state`` with every :class:`AMCState` ``s`` replaced by ``fn(s, *o)``,
+  ``o`` the states at the same place in ``others`` (trees of the same structure)."""
+  return jax.tree_util.tree_map(fn, opt_state, *others, is_leaf=_is_amc_state)
+
+
+# ---------------------------------------------------------------------------
+# The step of Section III, one named function per part.
 
 
 def _evaluate(
@@ -100,7 +148,7 @@ def _evaluate(
   return acceptance.evaluate(value_fn, params, what), None
 
 
-def _current_loss(
+def current_loss(
     state: AMCState,
     params: PyTree,
     value_fn: Callable[[PyTree], Any],
@@ -109,6 +157,10 @@ def _current_loss(
     signal_norm: bool,
 ) -> tuple[jax.Array, Optional[PyTree]]:
   """Step 1 of Section III: the loss U(x) of the current params on this data.
+
+  The cache policy: ``value=`` if given; a fresh evaluation in minibatch mode;
+  else (batch mode) the loss cached in the state by the previous step, which
+  is evaluated once, on the first step.
 
   With signal norm also the lambdas of Eq. (18) of the current params, "the
   required quantities having been calculated in the course of calculating
@@ -157,108 +209,269 @@ def _current_loss(
   return loss, scales
 
 
-def _step(
+class Trial(NamedTuple):
+  """A proposed move and what it costs: the output of :func:`propose_and_evaluate`."""
+
+  move: PyTree  # the additive move, a pytree like params
+  log_ratio: Any  # log q(x | x') - log q(x' | x); 0 for a symmetric move
+  loss: jax.Array  # U(x + move); NaN if the move itself is not finite
+  scales: Optional[PyTree]  # signal-norm lambdas at x + move, or None
+
+
+def propose_and_evaluate(
+    key: jax.Array,
+    proposal: proposals.Proposal,
+    state: AMCState,
+    params: PyTree,
+    scales: Optional[PyTree],
+    value_fn: Callable[[PyTree], Any],
+    signal_norm: bool,
+) -> Trial:
+  """Step 2 of Section III: draw a move (Eq. 9 for the Gaussian move) and
+  evaluate the loss at ``params + move``.
+
+  The trial point is rounded exactly as ``optax.apply_updates(params, move)``
+  will round it, so the cached loss of an accepted move is exact.
+  """
+  move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
+  proposals.check_move(move, params)
+  # x' = x + select(finite, move, 0) rather than x + move: the caller applies
+  # x + select(accepted, move, 0), and the trial point must round exactly
+  # like it. A bare x + sigma * z lets XLA:CPU contract the multiply and the
+  # add into one fused multiply-add (one rounding instead of two), so params
+  # + updates would miss the evaluated point by an ulp; a select between them
+  # blocks the contraction on both sides alike.
+  finite = jax.tree_util.tree_map(jnp.isfinite, move)
+  trial_params = jax.tree_util.tree_map(
+      lambda x, e, ok: x + jnp.where(ok, e, jnp.zeros_like(e)), params, move, finite
+  )
+  loss, trial_scales = _evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
+  # A non-finite move (from non-finite scales) is never accepted, whatever the
+  # loss says about the point at which it was zeroed.
+  finite_move = jnp.all(jnp.stack([jnp.all(ok) for ok in jax.tree_util.tree_leaves(finite)]))
+  return Trial(move, log_ratio, jnp.where(finite_move, loss, jnp.nan), trial_scales)
+
+
+def adapt(
+    state: AMCState, accepted: jax.Array, n_reset: base.Scalar, sigma_decay: base.Scalar
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r"""Steps 3-4 of Section III for sigma and the reject counter.
+
+  Accept: :math:`n_{cr} \to 0`. Reject: :math:`n_{cr} \to n_{cr} + 1`, and at
+  :math:`n_{cr} = n_s` a reset: :math:`n_{cr} \to 0`, :math:`\sigma \to 0.95
+  \sigma` (``sigma_decay``). Returns ``(sigma, n_reject, reset)`` after a
+  rejection and whether the step resets (the proposal's own state, aMC's
+  :math:`\mu`, is adapted by ``proposal.update``).
+  """
+  rejections = state.n_reject + 1
+  would_reset = rejections >= jnp.asarray(n_reset).astype(jnp.int32)
+  n_reject = jnp.where(would_reset, jnp.zeros_like(rejections), rejections)
+  sigma = jnp.where(
+      would_reset,
+      state.sigma * jnp.asarray(sigma_decay).astype(state.sigma.dtype),
+      state.sigma,
+  )
+  return sigma, n_reject, (~accepted) & would_reset
+
+
+def next_state(
+    state: AMCState,
+    proposal: proposals.Proposal,
+    trial: Trial,
+    current: jax.Array,
+    current_scales: Optional[PyTree],
+    decision: acceptance.Decision,
+    rejected: tuple[jax.Array, jax.Array, jax.Array],
+    key: jax.Array,
+    accept_with: str = "cond",
+) -> tuple[PyTree, AMCState]:
+  """Assembles the updates and the state after the step: x -> x' or x -> x.
+
+  The accepted and the rejected outcome are the two branches of a
+  ``jax.lax.cond`` (under ``vmap`` JAX turns it into a select). With
+  ``accept_with="select"`` both are computed and selected with ``where``
+  (for the side-by-side timing in ``benchmarks/bench_step.py``).
+  """
+  accepted = decision.accepted
+  sigma_rejected, n_reject_rejected, reset = rejected
+  yes, no = jnp.asarray(True), jnp.asarray(False)
+
+  def on_accept(_):
+    return (
+        trial.move,
+        proposal.update(state.mu, trial.move, yes, no),
+        state.sigma,
+        jnp.zeros_like(state.n_reject),
+        trial.loss,
+        trial.scales,
+    )
+
+  def on_reject(_):
+    return (
+        jax.tree_util.tree_map(jnp.zeros_like, trial.move),
+        proposal.update(state.mu, trial.move, no, reset),
+        sigma_rejected,
+        n_reject_rejected,
+        current,
+        current_scales,
+    )
+
+  if accept_with == "cond":
+    outcome = lax.cond(accepted, on_accept, on_reject, None)
+  elif accept_with == "select":
+    outcome = jax.tree_util.tree_map(
+        lambda a, r: jnp.where(accepted, a, r), on_accept(None), on_reject(None)
+    )
+  else:
+    raise ValueError(f"accept_with must be 'cond' or 'select', got {accept_with!r}.")
+  updates, mu, sigma, n_reject, loss, scales = outcome
+  return updates, AMCState(
+      key=key,
+      mu=mu,
+      sigma=sigma,
+      n_reject=n_reject,
+      loss=loss,
+      count=numerics.safe_increment(state.count),
+      n_accept=state.n_accept + accepted.astype(state.n_accept.dtype),
+      info=AMCInfo(
+          accepted=accepted,
+          proposed_loss=trial.loss,
+          acceptance_probability=decision.acceptance_probability,
+          reset=reset,
+      ),
+      scales=scales,
+  )
+
+
+def step(
     state: AMCState,
     params: PyTree,
     *,
+    proposal: proposals.Proposal,
     value_fn: Callable[[PyTree], Any],
     value: Optional[Any],
     scales: Optional[PyTree],
-    epsilon: base.Scalar,
+    n_reset: base.Scalar,
+    sigma_decay: base.Scalar,
+    temperature: jax.Array,
+    minibatch: bool,
+    signal_norm: bool,
+    accept_with: str = "cond",
+) -> tuple[PyTree, AMCState]:
+  """One step of Section III: propose, evaluate, accept/reject, adapt.
+
+  Returns ``(updates, new state)``; the updates are the accepted move or
+  zeros. Random numbers: ``state.key`` splits into ``(next key, proposal key,
+  acceptance key)``.
+  """
+  if scales is not None:
+    proposals.check_scales(scales, params)
+  key, proposal_key, accept_key = jax.random.split(state.key, 3)
+
+  # 1. The current loss U(x) (and, with signal norm, the lambdas of Eq. 18).
+  current, lambdas = current_loss(state, params, value_fn, value, minibatch, signal_norm)
+  if lambdas is not None:
+    # User scales=, if any, multiply the signal-norm lambdas.
+    scales = lambdas if scales is None else jax.tree_util.tree_map(jnp.multiply, lambdas, scales)
+  # 2. A trial move x' = x + eps and its loss U(x').
+  trial = propose_and_evaluate(proposal_key, proposal, state, params, scales, value_fn, signal_norm)
+  # Accept with probability min(1, exp(-dU/T)) (T = 0: iff U(x') <= U(x)).
+  decision = acceptance.metropolis_decision(
+      accept_key, current, trial.loss, temperature, trial.log_ratio
+  )
+  # 3-4. Adapt sigma, the reject counter and the move's state (mu, Eq. 10).
+  rejected = adapt(state, decision.accepted, n_reset, sigma_decay)
+  return next_state(
+      state, proposal, trial, current, lambdas, decision, rejected, key, accept_with
+  )
+
+
+def _transformation(
+    *,
+    proposal: proposals.Proposal,
+    sigma0: base.Scalar,
     n_reset: base.Scalar,
     sigma_decay: base.Scalar,
     temperature: base.ScalarOrSchedule,
     minibatch: bool,
     signal_norm: bool,
-) -> tuple[PyTree, AMCState]:
-  """One aMC step, Section III steps 1-4. Returns (updates, new state)."""
-  _check_like(state.mu, params)
-  if scales is not None:
-    proposals.check_scales(scales, params)
-  adapt_mu = not base.is_static_zero(epsilon)
-  key, proposal_key, accept_key = jax.random.split(state.key, 3)
+    seed: base.PRNGKeyLike,
+    accept_with: str = "cond",
+) -> optax.GradientTransformationExtraArgs:
+  """The optax transformation around :func:`step`: ``init`` and ``update``."""
 
-  # 1. Current state (and, with signal norm, the lambdas of Eq. 18).
-  current, lambdas = _current_loss(state, params, value_fn, value, minibatch, signal_norm)
-  if lambdas is not None:
-    # User scales=, if any, multiply the signal-norm lambdas.
-    scales = lambdas if scales is None else jax.tree_util.tree_map(jnp.multiply, lambdas, scales)
+  def init_fn(params: PyTree) -> AMCState:
+    proposals.check_params(params)
+    dtype = base.loss_dtype()
+    return AMCState(
+        key=base.as_key(seed),
+        mu=proposal.init(params),
+        sigma=jnp.asarray(sigma0).astype(dtype),
+        n_reject=jnp.zeros([], jnp.int32),
+        loss=jnp.full([], jnp.inf, dtype),
+        count=jnp.zeros([], jnp.int32),
+        n_accept=jnp.zeros([], jnp.int32),
+        info=AMCInfo(
+            accepted=jnp.zeros([], bool),
+            proposed_loss=jnp.full([], jnp.inf, dtype),
+            acceptance_probability=jnp.zeros([], dtype),
+            reset=jnp.zeros([], bool),
+        ),
+        scales=jax.tree_util.tree_map(jnp.ones_like, params) if signal_norm else None,
+    )
 
-  # 2. Proposed move, Eq. (9): eps_i ~ N(mu_i, (lambda_i sigma)^2).
-  # mu is added even when it is known to be zero (epsilon = 0): without the
-  # add, XLA:CPU fused the normal draw (bits -> erfinv) into the loss's
-  # [data x units] fusion and recomputed it for every data point, a step
-  # 3.5x slower than with the add.
-  eps = proposals.gaussian_move(proposal_key, state.mu, state.sigma, scales)
-  # x' = x + select(finite, eps, 0) rather than x + eps: the caller applies
-  # x + select(accepted, eps, 0), and the proposal must round exactly like
-  # it. A bare x + sigma * z lets XLA:CPU contract the multiply and the add
-  # into one fused multiply-add (one rounding instead of two), so params +
-  # updates would miss the evaluated proposal by an ulp; a select between
-  # them blocks the contraction on both sides alike.
-  finite = jax.tree_util.tree_map(jnp.isfinite, eps)
-  proposal = jax.tree_util.tree_map(
-      lambda x, e, ok: x + jnp.where(ok, e, jnp.zeros_like(e)), params, eps, finite
-  )
-  proposed, proposed_lambdas = _evaluate(
-      value_fn, proposal, signal_norm, "value_fn(proposal)"
-  )
-  # A non-finite move (from non-finite scales) is never accepted, whatever the
-  # loss says about the proposal in which it was zeroed.
-  finite_move = jnp.all(
-      jnp.stack([jnp.all(ok) for ok in jax.tree_util.tree_leaves(finite)])
-  )
-  proposed = jnp.where(finite_move, proposed, jnp.nan)
-  decision = acceptance.metropolis_decision(
-      accept_key,
-      current,
-      proposed,
-      acceptance.temperature_at(temperature, state.count),
-  )
-  accepted = decision.accepted
+  def update_fn(
+      updates: Any,
+      state: AMCState,
+      params: Optional[PyTree] = None,
+      *,
+      value_fn: Optional[Callable[[PyTree], Any]] = None,
+      value: Optional[Any] = None,
+      scales: Optional[PyTree] = None,
+      temperature: Optional[base.Scalar] = None,
+      **extra_args: Any,
+  ) -> tuple[PyTree, AMCState]:
+    del updates, extra_args  # Monte Carlo uses no gradients.
+    if params is None:
+      raise ValueError(
+          "amc_jax transformations need the current params: call"
+          " tx.update(updates, state, params, value_fn=...)."
+      )
+    if value_fn is None:
+      raise TypeError(
+          "amc_jax transformations need the loss: pass value_fn=, a function"
+          " params -> scalar loss, as a keyword argument of tx.update."
+      )
+    if not callable(value_fn):
+      raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
+    if temperature is None:
+      t = acceptance.temperature_at(schedule, state.count)
+    else:
+      t = acceptance.temperature_override(temperature)
+    return step(
+        state,
+        params,
+        proposal=proposal,
+        value_fn=value_fn,
+        value=value,
+        scales=scales,
+        n_reset=n_reset,
+        sigma_decay=sigma_decay,
+        temperature=t,
+        minibatch=minibatch,
+        signal_norm=signal_norm,
+        accept_with=accept_with,
+    )
 
-  # 3. Accept: x -> x', n_cr -> 0, mu -> mu + epsilon (eps - mu), Eq. (10).
-  # 4. Reject: n_cr -> n_cr + 1; at n_cr = n_s: n_cr -> 0, sigma -> 0.95 sigma, mu -> 0.
-  rejections = state.n_reject + 1
-  reset = (~accepted) & (rejections >= jnp.asarray(n_reset).astype(jnp.int32))
-  n_reject = jnp.where(accepted | reset, jnp.zeros_like(rejections), rejections)
-  sigma = jnp.where(
-      reset, state.sigma * jnp.asarray(sigma_decay).astype(state.sigma.dtype), state.sigma
-  )
-  if adapt_mu:
+  schedule = temperature
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
-    def new_mu(m, e):
-      rate = jnp.asarray(epsilon).astype(m.dtype)
-      moved = m + rate * (e - m)
-      return jnp.where(accepted, moved, jnp.where(reset, jnp.zeros_like(m), m))
 
-    mu = jax.tree_util.tree_map(new_mu, state.mu, eps)
-  else:
-    mu = state.mu  # identically zero
-  updates = jax.tree_util.tree_map(
-      lambda e: jnp.where(accepted, e, jnp.zeros_like(e)), eps
-  )
-  new_state = AMCState(
-      key=key,
-      mu=mu,
-      sigma=sigma,
-      n_reject=n_reject,
-      loss=jnp.where(accepted, proposed, current),
-      count=numerics.safe_increment(state.count),
-      n_accept=state.n_accept + accepted.astype(state.n_accept.dtype),
-      info=AMCInfo(
-          accepted=accepted,
-          proposed_loss=proposed,
-          acceptance_probability=decision.acceptance_probability,
-          reset=reset,
-      ),
-      scales=None
-      if lambdas is None
-      else jax.tree_util.tree_map(
-          lambda new, old: jnp.where(accepted, new, old), proposed_lambdas, lambdas
-      ),
-  )
-  return updates, new_state
+def _check_flags(minibatch: Any, signal_norm: Any) -> None:
+  if not isinstance(minibatch, bool):
+    raise TypeError(f"minibatch must be a bool, got {minibatch!r}.")
+  if not isinstance(signal_norm, bool):
+    raise TypeError(f"signal_norm must be a bool, got {signal_norm!r}.")
 
 
 def amc(
@@ -268,6 +481,7 @@ def amc(
     sigma_decay: base.Scalar = 0.95,
     temperature: base.ScalarOrSchedule = 0.0,
     *,
+    proposal: Optional[proposals.Proposal] = None,
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
@@ -327,6 +541,13 @@ def amc(
     temperature: :math:`T \ge 0`, a float or an optax schedule mapping the step
       count to T. A decreasing schedule is simulated annealing. A schedule
       value <= 0 allows no uphill move.
+    proposal: the trial move, an :class:`amc_jax.proposals.Proposal`; ``None``
+      is :func:`amc_jax.proposals.gaussian` with this ``epsilon`` (the move
+      above). Other moves (``sparse``, ``layerwise``, ``orthogonal``,
+      ``discrete``, ``partition``, or your own) keep the rest of the step:
+      the acceptance test (with the move's Hastings ratio at T > 0), the reject
+      counter and the sigma schedule. Give ``epsilon`` to the Gaussian move
+      itself then, not here.
     minibatch: evaluate the current params' loss on every step (see above).
     signal_norm: "signal norm on" (Section III B): the step size of weight
       :math:`x_i` feeding neuron :math:`j` is :math:`\lambda_i\sigma` with
@@ -346,12 +567,16 @@ def amc(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` is called as
-    ``tx.update(updates, state, params, *, value_fn, value=None, scales=None)``
-    where ``value_fn(params)`` returns the scalar loss (it needs no gradient:
-    argmax or integer losses are fine), ``value`` optionally gives the current
-    params' loss, and ``scales`` is an optional pytree like params of
-    multipliers :math:`\lambda_i` (Eq. 9; e.g. from signal norm). Other extra
-    arguments are ignored, so it chains with other optax transformations.
+    ``tx.update(updates, state, params, *, value_fn, value=None, scales=None,
+    temperature=None)`` where ``value_fn(params)`` returns the scalar loss
+    (it needs no gradient: argmax or integer losses are fine), ``value``
+    optionally gives the current params' loss, ``scales`` is an optional
+    pytree like params of multipliers :math:`\lambda_i` (Eq. 9; e.g. from
+    signal norm), and ``temperature``, if given, is the temperature of this
+    step in place of the transformation's (replica exchange sets it per
+    replica). Other extra arguments are ignored, so it chains with other
+    optax transformations. The state is an :class:`AMCState`; read it through
+    :func:`amc_jax.monte_carlo_state` when the transformation is wrapped.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, amc_jax
@@ -379,77 +604,36 @@ def amc(
   base.check_count("n_reset", n_reset)
   base.check_unit_interval("sigma_decay", sigma_decay)
   base.check_temperature(temperature)
-  if not isinstance(minibatch, bool):
-    raise TypeError(f"minibatch must be a bool, got {minibatch!r}.")
-  if not isinstance(signal_norm, bool):
-    raise TypeError(f"signal_norm must be a bool, got {signal_norm!r}.")
+  _check_flags(minibatch, signal_norm)
   if base.is_concrete(seed):
     base.as_key(seed)  # validate the type now rather than at init
-
-  def init_fn(params: PyTree) -> AMCState:
-    proposals.check_params(params)
-    dtype = base.loss_dtype()
-    return AMCState(
-        key=base.as_key(seed),
-        mu=jax.tree_util.tree_map(jnp.zeros_like, params),
-        sigma=jnp.asarray(sigma0).astype(dtype),
-        n_reject=jnp.zeros([], jnp.int32),
-        loss=jnp.full([], jnp.inf, dtype),
-        count=jnp.zeros([], jnp.int32),
-        n_accept=jnp.zeros([], jnp.int32),
-        info=AMCInfo(
-            accepted=jnp.zeros([], bool),
-            proposed_loss=jnp.full([], jnp.inf, dtype),
-            acceptance_probability=jnp.zeros([], dtype),
-            reset=jnp.zeros([], bool),
-        ),
-        scales=jax.tree_util.tree_map(jnp.ones_like, params) if signal_norm else None,
-    )
-
-  def update_fn(
-      updates: Any,
-      state: AMCState,
-      params: Optional[PyTree] = None,
-      *,
-      value_fn: Optional[Callable[[PyTree], Any]] = None,
-      value: Optional[Any] = None,
-      scales: Optional[PyTree] = None,
-      **extra_args: Any,
-  ) -> tuple[PyTree, AMCState]:
-    del updates, extra_args  # Monte Carlo uses no gradients.
-    if params is None:
+  if proposal is None:
+    proposal = proposals.gaussian(epsilon)
+  else:
+    proposal = proposals.as_proposal(proposal, "proposal")
+    if not base.is_static_zero(epsilon) and base.is_concrete(epsilon):
       raise ValueError(
-          "amc_jax transformations need the current params: call"
-          " tx.update(updates, state, params, value_fn=...)."
+          f"amc got both epsilon={epsilon!r} and a proposal; epsilon belongs to"
+          " the Gaussian move: pass proposal=amc_jax.proposals.gaussian(epsilon)"
+          " (or wrap it, e.g. proposals.sparse(f, base=proposals.gaussian(epsilon)))."
       )
-    if value_fn is None:
-      raise TypeError(
-          "amc_jax transformations need the loss: pass value_fn=, a function"
-          " params -> scalar loss, as a keyword argument of tx.update."
-      )
-    if not callable(value_fn):
-      raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
-    return _step(
-        state,
-        params,
-        value_fn=value_fn,
-        value=value,
-        scales=scales,
-        epsilon=epsilon,
-        n_reset=n_reset,
-        sigma_decay=sigma_decay,
-        temperature=temperature,
-        minibatch=minibatch,
-        signal_norm=signal_norm,
-    )
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _transformation(
+      proposal=proposal,
+      sigma0=sigma0,
+      n_reset=n_reset,
+      sigma_decay=sigma_decay,
+      temperature=temperature,
+      minibatch=minibatch,
+      signal_norm=signal_norm,
+      seed=seed,
+  )
 
 
 def metropolis(
     sigma: base.Scalar,
     temperature: base.ScalarOrSchedule = 0.0,
     *,
+    proposal: Optional[proposals.Proposal] = None,
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
@@ -467,6 +651,8 @@ def metropolis(
   Args:
     sigma: step size :math:`\sigma > 0`.
     temperature: :math:`T \ge 0`, a float or an optax schedule.
+    proposal: the trial move (:mod:`amc_jax.proposals`); ``None`` is the
+      symmetric Gaussian move above. ``sigma`` is passed to it as its size.
     minibatch: evaluate the current params' loss on every step.
     signal_norm: step sizes :math:`\lambda_i \sigma` from the signal feeding
       each neuron; see :func:`amc`.
@@ -497,6 +683,7 @@ def metropolis(
       n_reset=_NEVER_RESET,
       sigma_decay=1.0,
       temperature=temperature,
+      proposal=proposal,
       minibatch=minibatch,
       signal_norm=signal_norm,
       seed=seed,

@@ -378,7 +378,7 @@ def correspondence(
       p, s = carry
       return jax.vmap(mc_step, in_axes=(0, 0, None))(p, s, d), None
 
-    n0 = jnp.sum(state.n_accept)
+    n0 = jnp.sum(amc_lib.monte_carlo_state(state).n_accept)
     (ens_params, state), _ = jax.lax.scan(mc_body, (ens_params, state), None, length=per_record)
 
     def gd_body(carry, _):
@@ -390,8 +390,9 @@ def correspondence(
     (gd_params, gd_state), _ = jax.lax.scan(
         gd_body, (gd_params, gd_state), None, length=gd_per_record
     )
-    accepted = (jnp.sum(state.n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
-    return ens_params, state, gd_params, gd_state, record(ens_params, state.loss, gd_params, d), accepted
+    accepted = (jnp.sum(amc_lib.monte_carlo_state(state).n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
+    losses = amc_lib.monte_carlo_state(state).loss
+    return ens_params, state, gd_params, gd_state, record(ens_params, losses, gd_params, d), accepted
 
   # After a step, each chain's state caches U of its params (batch mode), so
   # only the initial losses are evaluated here.

@@ -13,10 +13,6 @@ from amc_jax._src import base
 PyTree = Any
 
 
-def _is_amc_state(x: Any) -> bool:
-  return isinstance(x, amc_lib.AMCState)
-
-
 def init_ensemble(
     tx: optax.GradientTransformation, params: PyTree, key: base.PRNGKeyLike
 ) -> Any:
@@ -71,14 +67,14 @@ def init_ensemble(
   found = []
 
   def replace_key(node):
-    if not _is_amc_state(node):
+    if not isinstance(node, amc_lib.AMCState):
       return node
     index = len(found)
     found.append(index)
     sub = key if index == 0 else jax.random.fold_in(key, index)
     return node._replace(key=jax.random.split(sub, n_chains))
 
-  state = jax.tree_util.tree_map(replace_key, state, is_leaf=_is_amc_state)
+  state = amc_lib.replace_monte_carlo_states(replace_key, state)
   if not found:
     raise ValueError(
         "init_ensemble found no AMCState in the state of tx; it seeds the chains"

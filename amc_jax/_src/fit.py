@@ -169,15 +169,6 @@ class _Spec:
   ensemble: bool
 
 
-def _is_amc_state(x: Any) -> bool:
-  return isinstance(x, amc_lib.AMCState)
-
-
-def _amc_states(state: PyTree) -> list[amc_lib.AMCState]:
-  leaves = jax.tree_util.tree_leaves(state, is_leaf=_is_amc_state)
-  return [x for x in leaves if _is_amc_state(x)]
-
-
 def _value_fn(spec: _Spec, batch: PyTree) -> Callable[[PyTree], jax.Array]:
   loss_fn = spec.loss_fn.obj
   if spec.mode == "none":
@@ -202,10 +193,10 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
       # evaluation for any tx, minibatch=True included, and keeps the step's
       # first-evaluation loop out of the program: under vmap XLA:CPU runs that
       # loop's loss evaluation on every step (a second one per chain).
-      cached = _amc_states(opt_state)[0]
+      cached = amc_lib.monte_carlo_state(opt_state)
       value = cached.loss if cached.scales is None else (cached.loss, cached.scales)
     updates, opt_state = tx.update(None, opt_state, params, value_fn=value_fn, value=value)
-    state = _amc_states(opt_state)[0]
+    state = amc_lib.monte_carlo_state(opt_state)
     loss, accepted, sigma = state.loss, state.info.accepted, state.sigma
   else:
     loss, grads = jax.value_and_grad(value_fn)(params)
@@ -285,7 +276,7 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
 
   def one_chain(params, opt_state):
     value = _value_fn(spec, batch)(params)
-    if any(state.scales is not None for state in _amc_states(opt_state)):
+    if any(state.scales is not None for state in amc_lib.monte_carlo_states(opt_state)):
       loss, scales = acceptance.as_loss_and_scales(value, params, "loss_fn(params, batch)")
     else:
       loss, scales = acceptance.as_loss(value, "loss_fn(params, batch)"), None
@@ -301,7 +292,7 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
         )
       return state
 
-    return jax.tree_util.tree_map(rebase, opt_state, fresh, is_leaf=_is_amc_state)
+    return amc_lib.replace_monte_carlo_states(rebase, opt_state, fresh)
 
   if spec.ensemble:
     one_chain = jax.vmap(one_chain)
@@ -320,7 +311,7 @@ def _init_state_impl(params, *, tx: _Ref, ensemble: bool):
   tx = tx.obj
   if not ensemble:
     return tx.init(params)
-  single = _amc_states(tx.init(select_chain(params, 0)))
+  single = amc_lib.monte_carlo_states(tx.init(select_chain(params, 0)))
   if not single:
     return jax.vmap(tx.init)(params)
   return ensemble_lib.init_ensemble(tx, params, single[0].key)
@@ -694,7 +685,7 @@ def fit(
     params = params(init_key)
   if opt_state is None:
     opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
-  monte_carlo = bool(_amc_states(opt_state))
+  monte_carlo = bool(amc_lib.monte_carlo_states(opt_state))
 
   mode = "none" if data is None else ("minibatch" if batch_size else "full")
   spec = _Spec(
