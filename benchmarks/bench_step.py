@@ -18,7 +18,10 @@ repeats after a warm-up:
     available; skipped otherwise.
 
 Then chain-steps per second for 1, 10, 100, 1000 vmapped chains of the sine
-net.
+net, and the accept/reject of the step as a ``lax.cond`` (the default) against
+a select of the two outcomes (``--accept-chains``; the sine net and the MLP,
+1, 10 and 100 vmapped chains; under ``vmap`` JAX turns the cond into a
+select, so the two differ only for one chain).
 
   python benchmarks/bench_step.py [--problems sine mlp mlp_mb deep rnn] [--repeats 7]
 
@@ -221,6 +224,60 @@ def bench_ensembles(chains, n_steps, repeats):
   }
 
 
+def bench_accept_with(problems, chains, repeats):
+  """us per step of M chains with accept/reject as lax.cond vs select.
+
+  ``problems`` maps a name to (problem, steps per scan for one chain); M
+  chains run max(5, steps // M) steps per scan.
+  """
+  from amc_jax._src import amc as amc_lib  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  for name, (problem, steps) in problems.items():
+    params, loss, data = problem.params, problem.loss, problem.data
+    value = lambda p: loss(p, data)
+    fns, steps_of = {}, {}
+    for m in chains:
+      for how in ("cond", "select"):
+        tx = amc_lib._transformation(  # pylint: disable=protected-access
+            proposal=amc_jax.proposals.gaussian(EPSILON), sigma0=SIGMA0, n_reset=N_RESET,
+            sigma_decay=0.95, temperature=0.0, minibatch=False, signal_norm=False, seed=0,
+            accept_with=how,
+        )
+        n = max(5, steps // m)
+        batch_params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), params)
+        state = amc_jax.init_ensemble(tx, batch_params, jax.random.key(0))
+        step = jax.vmap(lambda p, s, tx=tx: tx.update(None, s, p, value_fn=value))
+
+        def make(tx=tx, step=step, n=n, p=batch_params, s=state):
+          @jax.jit
+          def run(p, s):
+            def body(carry, _):
+              p, s = carry
+              u, s = step(p, s)
+              return (optax.apply_updates(p, u), s), None
+
+            return jax.lax.scan(body, (p, s), None, length=n)[0]
+
+          p, s = run(p, s)  # compile, and past the first step's evaluation
+          return lambda: run(p, s)
+
+        fns[(m, how)] = make()
+        steps_of[(m, how)] = n
+    seconds = time_interleaved(fns, repeats)
+    out[name] = {
+        str(m): {
+            "steps_per_scan": steps_of[(m, "cond")],
+            "us_per_step_cond": seconds[(m, "cond")] / steps_of[(m, "cond")] * 1e6,
+            "us_per_step_select": seconds[(m, "select")] / steps_of[(m, "select")] * 1e6,
+            "cond_over_select": seconds[(m, "cond")] / seconds[(m, "select")],
+        }
+        for m in chains
+    }
+    out[name]["problem"] = problem.description
+  return out
+
+
 PROBLEMS = {
     "sine": lambda a: (_problems.sine(N_POINTS, HIDDEN), None, a.steps),
     "mlp": lambda a: (_problems.mlp(a.mlp_examples), None, a.mlp_steps),
@@ -246,6 +303,12 @@ def main(argv=None):
   parser.add_argument("--chains", type=int, nargs="*", default=[1, 10, 100, 1000])
   parser.add_argument("--ensemble-steps", type=int, default=2000)
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--accept-chains", type=int, nargs="*", default=[1, 10, 100],
+                      help="chains for the lax.cond-vs-select table (none: skip it)")
+  parser.add_argument("--accept-sine-steps", type=int, default=5000)
+  parser.add_argument("--accept-mlp-steps", type=int, default=40)
+  parser.add_argument("--accept-mlp-examples", type=int, default=10_000,
+                      help="MLP examples in the cond-vs-select table (100 chains of 60k is minutes a step)")
   parser.add_argument("--amc-torch-dir", default=os.environ.get("AMC_TORCH_DIR"))
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
   parser.add_argument(
@@ -275,12 +338,30 @@ def main(argv=None):
       rel = row["time_vs_one_chain"]
       print(f"{m:>7s} {row['us_per_step']:10.1f} {row['chain_steps_per_second']:14.0f} "
             f"{'' if rel is None else f'{rel:12.2f}'}")
+  accept = {}
+  if args.accept_chains:
+    accept = bench_accept_with(
+        {
+            "sine": (_problems.sine(N_POINTS, HIDDEN), args.accept_sine_steps),
+            "mlp": (_problems.mlp(args.accept_mlp_examples), args.accept_mlp_steps),
+        },
+        args.accept_chains,
+        args.repeats,
+    )
+    print("\naccept/reject as lax.cond (default) vs select, us per step of M vmapped chains")
+    print(f"{'problem':8s} {'chains':>7s} {'cond':>10s} {'select':>10s} {'cond/select':>12s}")
+    for name, table in accept.items():
+      for m in map(str, args.accept_chains):
+        row = table[m]
+        print(f"{name:8s} {m:>7s} {row['us_per_step_cond']:10.1f} {row['us_per_step_select']:10.1f}"
+              f" {row['cond_over_select']:12.3f}")
   result = {
       "command": "python benchmarks/bench_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
       "hyperparameters": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET, "adam_lr": 1e-3},
       "repeats": args.repeats,
       "tables": tables,
       "ensembles_sine": ensembles,
+      "accept_cond_vs_select": accept,
   }
   _common.write_json(args.out, result)
   return result
