@@ -52,7 +52,13 @@ class AMCState(NamedTuple):
 
   Attributes:
     key: typed PRNG key, split on every step.
-    mu: centres of the proposal distribution, a pytree like the params (Eq. 9).
+    mu: the trial move's state (:class:`amc_jax.proposals.Proposal` ``init``):
+      for the default Gaussian move the centres :math:`\mu` of Eq. (9), a
+      pytree like the params; for :func:`~amc_jax.proposals.sparse` and
+      :func:`~amc_jax.proposals.layerwise` their base move's state; a dict
+      ``{label: state}`` for :func:`~amc_jax.proposals.partition`; ``()``
+      for moves without state (``orthogonal``, ``discrete``). Also readable
+      as ``proposal_state``.
     sigma: current step size, a scalar (starts at ``sigma0``).
     n_reject: number of consecutive rejections (``n_cr`` in the paper).
     loss: loss of the current params (``inf`` until the first step). In batch
@@ -74,7 +80,6 @@ class AMCState(NamedTuple):
   n_accept: jax.Array
   info: AMCInfo
   scales: Optional[PyTree] = None
-
 
   @property
   def proposal_state(self) -> PyTree:
