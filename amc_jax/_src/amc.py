@@ -48,7 +48,7 @@ class AMCInfo(NamedTuple):
 
 
 class AMCState(NamedTuple):
-  """State of :func:`amc` and :func:`metropolis`.
+  r"""State of :func:`amc` and :func:`metropolis`.
 
   Attributes:
     key: typed PRNG key, split on every step.
