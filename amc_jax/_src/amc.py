@@ -136,8 +136,12 @@ def replace_monte_carlo_states(
     fn: Callable[..., AMCState], opt_state: PyTree, *others: PyTree
 ) -> PyTree:
   """``opt_state`` with every :class:`AMCState` ``s`` replaced by ``fn(s, *o)``,
-  ``o`` the states at the same place in ``others`` (trees of the same structure)."""
-  return jax.tree_util.tree_map(fn, opt_state, *others, is_leaf=_is_amc_state)
+  ``o`` the states at the same place in ``others`` (trees of the same
+  structure); every other leaf is kept."""
+  def visit(node, *rest):
+    return fn(node, *rest) if _is_amc_state(node) else node
+
+  return jax.tree_util.tree_map(visit, opt_state, *others, is_leaf=_is_amc_state)
 
 
 # ---------------------------------------------------------------------------
