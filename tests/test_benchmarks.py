@@ -92,3 +92,81 @@ def test_bench_signal_norm_runs_and_writes_json(tmp_path):
     assert len(r["history_loss"][0]) == len(effect["history_steps"])
   assert effect["wall_s_total"] > 0 and effect["plot"] is None
   assert not (tmp_path / "bench_signal_norm_effect.png").exists()
+
+
+PROPOSALS_SCRIPT = ROOT / "benchmarks" / "bench_proposals.py"
+
+
+def _run_proposals(out_dir, *extra):
+  result = subprocess.run(
+      [sys.executable, str(PROPOSALS_SCRIPT), "--quick", "--out-dir", str(out_dir), *extra],
+      capture_output=True, text=True, timeout=300, cwd=ROOT,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_bench_proposals_quick_writes_json_and_resumes(tmp_path):
+  stdout = _run_proposals(tmp_path)
+  record = json.loads((tmp_path / "bench_proposals.json").read_text())
+  assert (tmp_path / "bench_proposals.png").stat().st_size > 0
+  assert not (tmp_path / "bench_proposals.partial.json").exists()  # removed when done
+  assert record["command"].startswith("python benchmarks/bench_proposals.py --quick")
+  assert record["quick"] is True and record["jax_version"]
+  assert record["machine"]["cpu_count"] >= 1
+  assert len(record["load_average_start"]) == 3 and len(record["load_average_end"]) == 3
+  assert record["config"]["sparse_fraction"] == 0.1 and record["config"]["seeds"] == 1
+  assert record["info"]["rnn"]["sequence_length"] == 72  # quick: 8x8 digits + a blank row
+  assert record["info"]["deep"]["baseline_mse_best_constant"] == pytest.approx(0.04675, rel=1e-3)
+  assert "proposals.orthogonal()" in record["moves"]["rnn"]["orthogonal"]
+  assert "proposals.sparse(0.1" in record["moves"]["deep"]["sparse"]
+  # Quick: the Gaussian on the paper init and every move on the orthogonal init.
+  moves = ("gaussian", "orthogonal", "sparse", "layerwise")
+  expected = [f"{task}/{init}/{move}" for task in ("rnn", "deep")
+              for init, move in [("paper", "gaussian")] + [("orthogonal", m) for m in moves]]
+  assert list(record["groups"]) == expected
+  for key, g in record["groups"].items():
+    task, init, move = key.split("/")
+    assert (g["task"], g["init"], g["move"]) == (task, init, move)
+    assert g["seeds"] == 1 and g["wall_s"] > 0
+    assert all(0.0 <= a <= 1.0 for a in g["mean_acceptance"])
+    if task == "rnn":
+      assert g["steps"] == 40 and g["eval_step"] == [0, 20, 40]
+      for name in ("test_acc", "train_loss", "wh0_spectral_norm"):
+        assert len(g[name]) == 1 and len(g[name][0]) == 3, (key, name)
+      assert all(0.0 <= a <= 1.0 for a in g["test_acc"][0])
+      assert g["eval_wall_s"][0] == 0 and g["eval_wall_s"][-1] > 0
+      step = g["steps_to_target"][0]
+      assert step is None or (step in g["eval_step"] and g["test_acc"][0][
+          g["eval_step"].index(step)] >= 0.9)
+    else:
+      assert g["steps"] == 40 and g["history_step"] == [0, 20, 40]
+      assert len(g["loss"]) == 1 and len(g["loss"][0]) == 3
+      assert all(math.isfinite(v) and v > 0 for v in g["final_loss"])
+      # The history's last row is the current loss of the final params.
+      assert g["loss"][0][-1] == pytest.approx(g["final_loss"][0], rel=1e-4)
+    spectral = g.get("wh0_spectral_norm")
+    if spectral is not None and init == "orthogonal" and move == "orthogonal":
+      # A rotation keeps the recurrent matrix's singular values (gain 1).
+      assert all(s == pytest.approx(1.0, abs=1e-3) for s in spectral[0])
+  rows = {(r["task"], r["init"], r["move"]): r for r in record["summary"]}
+  assert len(rows) == len(expected)
+  deep = rows[("deep", "paper", "gaussian")]
+  assert deep["threshold"] == pytest.approx(
+      min(2 * deep["final_loss_median"],
+          0.5 * record["info"]["deep"]["baseline_mse_best_constant"]), rel=1e-6)
+  for r in rows.values():
+    assert 0 <= r["reached"] <= r["seeds"]
+    assert (r["steps_to_target_median"] is None) == (r["reached"] == 0)
+  assert "RNN (Fig. 5)" in stdout and "deep narrow net" in stdout
+
+  # Resume: a checkpointed group with the same configuration is reused, not rerun.
+  group = dict(record["groups"]["rnn/paper/gaussian"], wall_s=12345.0)
+  (tmp_path / "bench_proposals.partial.json").write_text(json.dumps(
+      {"config": record["config"], "groups": {"rnn/paper/gaussian": group}}))
+  stdout = _run_proposals(tmp_path, "--tasks", "rnn", "--inits", "paper", "--moves", "gaussian",
+                          "--no-plot")
+  assert "resuming: 1 group(s)" in stdout
+  again = json.loads((tmp_path / "bench_proposals.json").read_text())
+  assert list(again["groups"]) == ["rnn/paper/gaussian"]
+  assert again["groups"]["rnn/paper/gaussian"]["wall_s"] == 12345.0
