@@ -864,25 +864,7 @@ def test_discrete_stays_on_the_grid_bit_for_bit():
   assert int(np.min(state.n_accept)) > 20
 
 
-_STRICT_X64_BUG = (
-    "amc_jax bug: discrete(step='neighbour') adds its int32 jumps to an int64"
-    " argmin under jax_enable_x64, a TypePromotionError under strict dtype"
-    " promotion"
-)
-
-
-@pytest.mark.parametrize(
-    "step",
-    [
-        "any",
-        pytest.param(
-            "neighbour",
-            marks=pytest.mark.xfail(
-                raises=jax.dtypes.TypePromotionError, strict=True, reason=_STRICT_X64_BUG
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("step", ["any", "neighbour"])
 def test_discrete_stays_on_the_grid_in_float64(x64, step):
   """The same for float64 params (with x64 on, the loss is float64 too)."""
   del x64

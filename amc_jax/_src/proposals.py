@@ -525,7 +525,9 @@ def discrete(
   Args:
     levels: the grid, at least two distinct finite numbers.
     fraction: probability in (0, 1] that an entry moves.
-    step: ``"any"`` or ``"neighbour"`` (the same for two levels).
+    step: ``"any"`` or ``"neighbour"``. With two levels both sample the same
+      distribution, but a ``"neighbour"`` entry that steps off the grid stays
+      put, so it moves half as often.
 
   Returns:
     A :class:`Proposal` with no state.
@@ -595,7 +597,7 @@ def discrete(
     mask = _subset_mask(mask_key, params, fraction)
     n = _total_size(params)
     if step == "any":
-      jumps = jax.random.randint(jump_key, (n,), 1, n_levels)
+      jumps = jax.random.randint(jump_key, (n,), 1, n_levels, dtype=jnp.int32)
     else:
       jumps = 2 * jax.random.bernoulli(jump_key, 0.5, (n,)).astype(jnp.int32) - 1
     jumps = _cut(jumps, params, cast=False)
@@ -603,7 +605,7 @@ def discrete(
     def leaf_move(x, selected, jump):
       lv = jnp.asarray(grid_in(jnp.result_type(x)))
       spread = lv.reshape((1,) * jnp.ndim(x) + (n_levels,))
-      index = jnp.argmin(jnp.abs(x[..., None] - spread), axis=-1)
+      index = jnp.argmin(jnp.abs(x[..., None] - spread), axis=-1).astype(jnp.int32)
       if step == "any":
         target = (index + jump) % n_levels
       else:
