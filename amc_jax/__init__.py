@@ -21,6 +21,13 @@ from amc_jax._src.fit import fit
 from amc_jax._src.fit import select_chain
 from amc_jax._src.flax_utils import TrainState
 from amc_jax._src.flax_utils import nnx_value_fn
+from amc_jax._src.replicas import PopulationAnnealingState
+from amc_jax._src.replicas import PopulationState
+from amc_jax._src.replicas import ReplicaExchangeState
+from amc_jax._src.replicas import coldest_replica
+from amc_jax._src.replicas import population
+from amc_jax._src.replicas import population_annealing
+from amc_jax._src.replicas import replica_exchange
 from amc_jax._src.probes import AcceptanceByLoss
 from amc_jax._src.probes import LineProbe
 from amc_jax._src.probes import acceptance_by_loss
@@ -49,11 +56,15 @@ __all__ = (
     "CorrespondenceResult",
     "FitResult",
     "LineProbe",
+    "PopulationAnnealingState",
+    "PopulationState",
     "ProgressiveBatching",
+    "ReplicaExchangeState",
     "SignalNormWarning",
     "TrainState",
     "acceptance_by_loss",
     "amc",
+    "coldest_replica",
     "correspondence",
     "device_mesh",
     "drift_per_step",
@@ -71,7 +82,10 @@ __all__ = (
     "nnx_value_fn",
     "normalize_by_global_norm",
     "normalized_sgd",
+    "population",
+    "population_annealing",
     "proposals",
+    "replica_exchange",
     "replicate",
     "restore_checkpoint",
     "save_checkpoint",

@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from optax._src import numerics
@@ -261,6 +262,99 @@ def propose_and_evaluate(
   return Trial(move, log_ratio, jnp.where(finite_move, loss, jnp.nan), trial_scales)
 
 
+def _trial_point(params: PyTree, move: PyTree) -> PyTree:
+  return jax.tree_util.tree_map(
+      lambda x, e: x + jnp.where(jnp.isfinite(e), e, jnp.zeros_like(e)), params, move
+  )
+
+
+def one_try(
+    proposal_key: jax.Array,
+    accept_key: jax.Array,
+    proposal: proposals.Proposal,
+    state: AMCState,
+    params: PyTree,
+    scales: Optional[PyTree],
+    value_fn: Callable[[PyTree], Any],
+    signal_norm: bool,
+    current: jax.Array,
+    temperature: jax.Array,
+    cold: bool,
+) -> tuple[Trial, acceptance.Decision]:
+  """One trial move and the Metropolis(-Hastings) test: Section III's step 2."""
+  del cold
+  trial = propose_and_evaluate(proposal_key, proposal, state, params, scales, value_fn, signal_norm)
+  decision = acceptance.metropolis_decision(
+      accept_key, current, trial.loss, temperature, trial.log_ratio
+  )
+  return trial, decision
+
+
+def _take(tree: PyTree, index: jax.Array) -> PyTree:
+  return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+def multiple_try(num_proposals: int) -> Callable[..., tuple[Trial, acceptance.Decision]]:
+  r"""K trial moves per step, evaluated in one vmapped call (``num_proposals=K``).
+
+  The K moves are drawn with the transformation's proposal from K keys
+  (``jax.random.split(proposal_key, K)``) and evaluated with
+  ``jax.vmap(value_fn)``.
+
+  * ``T = 0``: the trial of lowest loss is accepted iff its loss does not
+    exceed U(x). K evaluations.
+  * ``T > 0``: multiple-try Metropolis (:func:`acceptance.multiple_try_select`
+    and :func:`acceptance.multiple_try_decision`): a trial is chosen with
+    probability proportional to its Boltzmann weight, K - 1 reference points
+    are drawn around it with the same proposal, and it is accepted with
+    :math:`\min(1, \sum_k w(y_k, x) / \sum_k w(x^*_k, y))`. 2K - 1
+    evaluations, exact for any proposal with a correct ``log_ratio``. "Best of
+    K, then a Metropolis test against x" would not be exact, and is not what
+    this does. A temperature that is a schedule or a ``temperature=`` argument
+    is only known when the step runs, so such steps draw the references
+    whatever its value; a constant T = 0 skips them.
+
+  aMC's rules see one step: the proposal's state (mu, Eq. 10) follows the
+  chosen move on acceptance, and a rejection counts once towards
+  ``n_reset``. The references are drawn with the proposal state and signal-
+  norm scales of x (so with signal norm or aMC's mu the move is not exactly
+  symmetric, as for one trial).
+  """
+  k = int(num_proposals)
+
+  def try_moves(
+      proposal_key, accept_key, proposal, state, params, scales, value_fn, signal_norm,
+      current, temperature, cold,
+  ):
+    def trial_at(key, at):
+      return propose_and_evaluate(key, proposal, state, at, scales, value_fn, signal_norm)
+
+    trials = jax.vmap(trial_at, in_axes=(0, None))(jax.random.split(proposal_key, k), params)
+    dtype = current.dtype
+    log_ratios = jnp.broadcast_to(jnp.asarray(trials.log_ratio).astype(dtype), (k,))
+    trials = trials._replace(log_ratio=log_ratios)
+    u_key, select_key, reference_key = jax.random.split(accept_key, 3)
+    if cold:
+      chosen = acceptance.best_index(trials.loss)
+      trial = _take(trials, chosen)
+      decision = acceptance.metropolis_decision(u_key, current, trial.loss, temperature)
+      return trial._replace(log_ratio=0.0), decision
+    chosen = acceptance.multiple_try_select(select_key, current, trials.loss, log_ratios, temperature)
+    trial = _take(trials, chosen)
+    y = _trial_point(params, trial.move)
+    references = jax.vmap(trial_at, in_axes=(0, None))(jax.random.split(reference_key, k - 1), y)
+    reference_log_ratios = jnp.broadcast_to(
+        jnp.asarray(references.log_ratio).astype(dtype), (k - 1,)
+    )
+    decision = acceptance.multiple_try_decision(
+        u_key, current, trials.loss, log_ratios, chosen, references.loss,
+        reference_log_ratios, temperature,
+    )
+    return trial, decision
+
+  return try_moves
+
+
 def adapt(
     state: AMCState, accepted: jax.Array, n_reset: base.Scalar, sigma_decay: base.Scalar
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -365,13 +459,16 @@ def step(
     temperature: jax.Array,
     minibatch: bool,
     signal_norm: bool,
+    try_move: Callable[..., tuple[Trial, acceptance.Decision]] = one_try,
+    cold: bool = False,
     accept_with: str = "cond",
 ) -> tuple[PyTree, AMCState]:
   """One step of Section III: propose, evaluate, accept/reject, adapt.
 
   Returns ``(updates, new state)``; the updates are the accepted move or
   zeros. Random numbers: ``state.key`` splits into ``(next key, proposal key,
-  acceptance key)``.
+  acceptance key)``. ``try_move`` is :func:`one_try` or a
+  :func:`multiple_try`; ``cold`` says that T is the constant 0.
   """
   if scales is not None:
     proposals.check_scales(scales, params)
@@ -382,11 +479,12 @@ def step(
   if lambdas is not None:
     # User scales=, if any, multiply the signal-norm lambdas.
     scales = lambdas if scales is None else jax.tree_util.tree_map(jnp.multiply, lambdas, scales)
-  # 2. A trial move x' = x + eps and its loss U(x').
-  trial = propose_and_evaluate(proposal_key, proposal, state, params, scales, value_fn, signal_norm)
-  # Accept with probability min(1, exp(-dU/T)) (T = 0: iff U(x') <= U(x)).
-  decision = acceptance.metropolis_decision(
-      accept_key, current, trial.loss, temperature, trial.log_ratio
+  # 2. A trial move x' = x + eps and its loss U(x'), accepted with
+  # probability min(1, exp(-dU/T)) (T = 0: iff U(x') <= U(x)); or K of them
+  # (multiple_try).
+  trial, decision = try_move(
+      proposal_key, accept_key, proposal, state, params, scales, value_fn, signal_norm,
+      current, temperature, cold,
   )
   # 3-4. Adapt sigma, the reject counter and the move's state (mu, Eq. 10).
   rejected = adapt(state, decision.accepted, n_reset, sigma_decay)
@@ -405,9 +503,11 @@ def _transformation(
     minibatch: bool,
     signal_norm: bool,
     seed: base.PRNGKeyLike,
+    num_proposals: int = 1,
     accept_with: str = "cond",
 ) -> optax.GradientTransformationExtraArgs:
   """The optax transformation around :func:`step`: ``init`` and ``update``."""
+  try_move = one_try if num_proposals == 1 else multiple_try(num_proposals)
 
   def init_fn(params: PyTree) -> AMCState:
     proposals.check_params(params)
@@ -455,8 +555,10 @@ def _transformation(
       raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
     if temperature is None:
       t = acceptance.temperature_at(schedule, state.count)
+      cold = base.is_static_zero(schedule)
     else:
       t = acceptance.temperature_override(temperature)
+      cold = False
     return step(
         state,
         params,
@@ -469,11 +571,18 @@ def _transformation(
         temperature=t,
         minibatch=minibatch,
         signal_norm=signal_norm,
+        try_move=try_move,
+        cold=cold,
         accept_with=accept_with,
     )
 
   schedule = temperature
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_num_proposals(num_proposals: Any) -> None:
+  if isinstance(num_proposals, bool) or not isinstance(num_proposals, (int, np.integer)) or num_proposals < 1:
+    raise ValueError(f"num_proposals must be an integer >= 1, got {num_proposals!r}.")
 
 
 def _check_flags(minibatch: Any, signal_norm: Any) -> None:
@@ -491,6 +600,7 @@ def amc(
     temperature: base.ScalarOrSchedule = 0.0,
     *,
     proposal: Optional[proposals.Proposal] = None,
+    num_proposals: int = 1,
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
@@ -557,6 +667,12 @@ def amc(
       the acceptance test (with the move's Hastings ratio at T > 0), the reject
       counter and the sigma schedule. Give ``epsilon`` to the Gaussian move
       itself then, not here.
+    num_proposals: K >= 1 trial moves per step, evaluated in one vmapped
+      call of ``value_fn`` (see :func:`multiple_try`). At T = 0 the best of
+      the K is accepted iff its loss does not exceed U(x); at T > 0
+      multiple-try Metropolis keeps the Boltzmann distribution exact (2K - 1
+      evaluations). ``K = 1`` is the step above, bit for bit. On an
+      accelerator K evaluations cost about one; on a CPU, K.
     minibatch: evaluate the current params' loss on every step (see above).
     signal_norm: "signal norm on" (Section III B): the step size of weight
       :math:`x_i` feeding neuron :math:`j` is :math:`\lambda_i\sigma` with
@@ -614,6 +730,7 @@ def amc(
   base.check_unit_interval("sigma_decay", sigma_decay)
   base.check_temperature(temperature)
   _check_flags(minibatch, signal_norm)
+  _check_num_proposals(num_proposals)
   if base.is_concrete(seed):
     base.as_key(seed)  # validate the type now rather than at init
   if proposal is None:
@@ -635,6 +752,7 @@ def amc(
       minibatch=minibatch,
       signal_norm=signal_norm,
       seed=seed,
+      num_proposals=int(num_proposals),
   )
 
 
@@ -643,6 +761,7 @@ def metropolis(
     temperature: base.ScalarOrSchedule = 0.0,
     *,
     proposal: Optional[proposals.Proposal] = None,
+    num_proposals: int = 1,
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
@@ -662,6 +781,8 @@ def metropolis(
     temperature: :math:`T \ge 0`, a float or an optax schedule.
     proposal: the trial move (:mod:`amc_jax.proposals`); ``None`` is the
       symmetric Gaussian move above. ``sigma`` is passed to it as its size.
+    num_proposals: K trial moves per step; at T > 0 multiple-try Metropolis
+      (see :func:`amc`).
     minibatch: evaluate the current params' loss on every step.
     signal_norm: step sizes :math:`\lambda_i \sigma` from the signal feeding
       each neuron; see :func:`amc`.
@@ -693,6 +814,7 @@ def metropolis(
       sigma_decay=1.0,
       temperature=temperature,
       proposal=proposal,
+      num_proposals=num_proposals,
       minibatch=minibatch,
       signal_norm=signal_norm,
       seed=seed,

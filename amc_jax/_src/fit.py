@@ -167,6 +167,9 @@ class _Spec:
   monte_carlo: bool
   extra_args: bool  # the (gradient) tx takes value=, grad=, value_fn=
   ensemble: bool
+  # tx itself owns a leading replica axis (replica_exchange, population,
+  # population_annealing): its state's loss has one entry per replica.
+  replicas: bool = False
 
 
 def _value_fn(spec: _Spec, batch: PyTree) -> Callable[[PyTree], jax.Array]:
@@ -186,7 +189,7 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
       # Both losses on this step's minibatch: right whatever the mode of tx (a
       # batch-mode cache holds U(x) on the previous minibatch), and as cheap
       # as minibatch=True (two evaluations per step).
-      value = value_fn(params)
+      value = (jax.vmap(value_fn) if spec.replicas else value_fn)(params)
     else:
       # Same data every step: U(x) is the state's loss, which fit re-based on
       # this data before the first step. Passing it keeps every step at one
@@ -231,7 +234,8 @@ def _run_chunk_impl(params, opt_state, data, data_key, steps, *, spec: _Spec):
   step = lambda p, s, b: _chain_step(spec, p, s, b)
   if spec.ensemble:
     step = jax.vmap(step, in_axes=(0, 0, None))  # chains share the minibatch
-  lead = jax.tree_util.tree_leaves(params)[0].shape[:1] if spec.ensemble else ()
+  many = spec.ensemble or spec.replicas
+  lead = jax.tree_util.tree_leaves(params)[0].shape[:1] if many else ()
   dtype = base.loss_dtype()
 
   def one_step(carry, t):
@@ -275,11 +279,16 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
   tx = spec.tx.obj
 
   def one_chain(params, opt_state):
-    value = _value_fn(spec, batch)(params)
-    if any(state.scales is not None for state in amc_lib.monte_carlo_states(opt_state)):
-      loss, scales = acceptance.as_loss_and_scales(value, params, "loss_fn(params, batch)")
-    else:
-      loss, scales = acceptance.as_loss(value, "loss_fn(params, batch)"), None
+    with_scales = any(s.scales is not None for s in amc_lib.monte_carlo_states(opt_state))
+
+    def evaluate(p):
+      value = _value_fn(spec, batch)(p)
+      if with_scales:
+        return acceptance.as_loss_and_scales(value, p, "loss_fn(params, batch)")
+      return acceptance.as_loss(value, "loss_fn(params, batch)"), None
+
+    # A transformation with its own replica axis holds one loss per replica.
+    loss, scales = (jax.vmap(evaluate) if spec.replicas else evaluate)(params)
     fresh = tx.init(params) if reset else opt_state
 
     def rebase(state, new):
@@ -321,6 +330,7 @@ _init_state = jax.jit(_init_state_impl, static_argnames=("tx", "ensemble"))
 
 
 def _errors_impl(params, batch, *, error_fn: _Ref, ensemble: bool):
+  """The progressive-batching error, per chain (or replica) when there are several."""
   fn = lambda p: jnp.asarray(error_fn.obj(p, batch)).astype(base.loss_dtype())
   return jax.vmap(fn)(params) if ensemble else fn(params)
 
@@ -686,6 +696,11 @@ def fit(
   if opt_state is None:
     opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
   monte_carlo = bool(amc_lib.monte_carlo_states(opt_state))
+  # replica_exchange, population, ...: the transformation vmaps its replicas.
+  replicas = (
+      monte_carlo and not ensemble
+      and jnp.ndim(amc_lib.monte_carlo_state(opt_state).count) == 1
+  )
 
   mode = "none" if data is None else ("minibatch" if batch_size else "full")
   spec = _Spec(
@@ -696,6 +711,7 @@ def fit(
       monte_carlo=monte_carlo,
       extra_args=isinstance(tx, optax.GradientTransformationExtraArgs),
       ensemble=ensemble,
+      replicas=replicas,
   )
 
   # The batch that full-batch chunks see: all of data, or the progressive one.
@@ -735,7 +751,9 @@ def fit(
       item = (chunk_rows, done, length, size if data is not None else 0)
       if progressive is not None and i + 1 < len(lengths) and size < n_examples:
         error = np.asarray(
-            _errors(params, batch, error_fn=_Ref(progressive.error_fn), ensemble=ensemble)
+            _errors(
+                params, batch, error_fn=_Ref(progressive.error_fn), ensemble=ensemble or replicas
+            )
         )
         # An ensemble shares one minibatch: it grows once its best chain is good.
         if float(np.min(error)) < float(progressive.threshold):
@@ -764,7 +782,7 @@ def fit(
         jax.tree_util.tree_map(lambda *xs: np.stack(xs), *results) if results else None
     )
   best = None
-  if ensemble:
+  if ensemble or replicas:
     last = history["loss"][-1]
     best = int(np.nanargmin(last)) if np.any(~np.isnan(last)) else 0
   return FitResult(params=params, opt_state=opt_state, history=history, best_chain=best)
