@@ -504,10 +504,17 @@ def _transformation(
     signal_norm: bool,
     seed: base.PRNGKeyLike,
     num_proposals: int = 1,
+    try_move: Optional[Callable[..., tuple[Trial, acceptance.Decision]]] = None,
     accept_with: str = "cond",
 ) -> optax.GradientTransformationExtraArgs:
-  """The optax transformation around :func:`step`: ``init`` and ``update``."""
-  try_move = one_try if num_proposals == 1 else multiple_try(num_proposals)
+  """The optax transformation around :func:`step`: ``init`` and ``update``.
+
+  ``try_move`` (default: :func:`one_try`, or :func:`multiple_try` for
+  ``num_proposals > 1``) proposes and decides; tests pass deliberately wrong
+  rules here to show that the statistical tests can tell.
+  """
+  if try_move is None:
+    try_move = one_try if num_proposals == 1 else multiple_try(num_proposals)
 
   def init_fn(params: PyTree) -> AMCState:
     proposals.check_params(params)

@@ -382,6 +382,18 @@ class PopulationState(NamedTuple):
   source: jax.Array
 
 
+def clone_sources(losses: jax.Array, n: int) -> jax.Array:
+  """Which chain each chain becomes: the ``n`` worst take the ``n`` best.
+
+  Returns int32 ``[M]``: ``source[r] = r`` for a kept chain; the chain of
+  ``k``-th highest loss gets the chain of ``k``-th lowest loss (ties broken
+  by index).
+  """
+  m = losses.shape[0]
+  order = jnp.argsort(losses, stable=True).astype(jnp.int32)  # best first
+  return jnp.arange(m, dtype=jnp.int32).at[order[::-1][:n]].set(order[:n])
+
+
 def population(
     tx: optax.GradientTransformation,
     *,
@@ -458,8 +470,7 @@ def population(
 
     def clone(args):
       updates, inner = args
-      order = jnp.argsort(_losses(inner))  # best first
-      source = jnp.arange(m, dtype=jnp.int32).at[order[::-1][:n]].set(order[:n].astype(jnp.int32))
+      source = clone_sources(_losses(inner), n)
       copied = source != jnp.arange(m, dtype=jnp.int32)
       updates, inner = _copy(params, updates, inner, source, copied, sub, value_fn)
       return updates, inner, source
@@ -488,6 +499,8 @@ class PopulationAnnealingState(NamedTuple):
     log_z: :math:`\\ln Z(T_\\text{now}) - \\ln Z(T_\\text{first})`, the
       free-energy estimate accumulated at every change of temperature.
     temperature: the temperature of the next step.
+    source: int32 ``[M]``: at the last resampling, slot ``r`` received a copy
+      of replica ``source[r]``.
   """
 
   inner: PyTree
@@ -496,6 +509,22 @@ class PopulationAnnealingState(NamedTuple):
   stage: jax.Array
   log_z: jax.Array
   temperature: jax.Array
+  source: jax.Array
+
+
+def annealing_weights(
+    losses: jax.Array, temperature: jax.Array, next_temperature: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  r"""Log weights :math:`-(1/T' - 1/T) U_r` and :math:`\ln \frac{1}{M}\sum_r w_r`.
+
+  The second is the estimate of :math:`\ln Z(T') - \ln Z(T)`, since
+  :math:`Z(T')/Z(T) = E_T[e^{-(1/T' - 1/T) U}]`. A non-finite loss has
+  weight 0.
+  """
+  d_beta = 1.0 / next_temperature - 1.0 / temperature
+  log_w = jnp.where(jnp.isfinite(losses), -d_beta * losses, -jnp.inf)
+  log_mean_w = jax.nn.logsumexp(log_w) - jnp.log(jnp.asarray(losses.shape[0], log_w.dtype))
+  return log_w, log_mean_w
 
 
 def systematic_resample(key: jax.Array, log_weights: jax.Array) -> jax.Array:
@@ -588,6 +617,7 @@ def population_annealing(
         stage=jnp.zeros([], jnp.int32),
         log_z=jnp.zeros([], dtype),
         temperature=jnp.asarray(ladder[0], dtype),
+        source=jnp.arange(m, dtype=jnp.int32),
     )
 
   def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
@@ -604,22 +634,19 @@ def population_annealing(
 
     def anneal(args):
       updates, inner = args
-      losses = _losses(inner)
-      d_beta = 1.0 / t[next_stage] - 1.0 / t[state.stage]
-      log_w = jnp.where(jnp.isfinite(losses), -d_beta * losses, -jnp.inf)
-      log_mean_w = jax.nn.logsumexp(log_w) - jnp.log(jnp.asarray(m, log_w.dtype))
+      log_w, log_mean_w = annealing_weights(_losses(inner), t[state.stage], t[next_stage])
       source = systematic_resample(resample_key, log_w)
       # A slot that received another replica is a copy, with a new key; a
       # replica that kept its slot keeps its key and its params untouched.
       copied = source != jnp.arange(m, dtype=jnp.int32)
       updates, inner = _copy(params, updates, inner, source, copied, clone_key, value_fn)
-      return updates, inner, log_mean_w.astype(state.log_z.dtype)
+      return updates, inner, log_mean_w.astype(state.log_z.dtype), source
 
     def stay(args):
       updates, inner = args
-      return updates, inner, jnp.zeros_like(state.log_z)
+      return updates, inner, jnp.zeros_like(state.log_z), state.source
 
-    updates, inner, d_log_z = jax.lax.cond(change, anneal, stay, (updates, inner))
+    updates, inner, d_log_z, source = jax.lax.cond(change, anneal, stay, (updates, inner))
     stage = jnp.where(change, next_stage, state.stage)
     return updates, PopulationAnnealingState(
         inner=inner,
@@ -628,6 +655,7 @@ def population_annealing(
         stage=stage,
         log_z=state.log_z + d_log_z,
         temperature=t[stage],
+        source=source,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
