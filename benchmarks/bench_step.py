@@ -18,7 +18,9 @@ repeats after a warm-up:
     available; skipped otherwise.
 
 Then chain-steps per second for 1, 10, 100, 1000 vmapped chains of the sine
-net, and the accept/reject of the step as a ``lax.cond`` (the default) against
+net; the sine net's Metropolis and aMC variants (epsilon 0 and 0.1, T = 0
+and T = 1e-3) beside blackjax's random-walk Metropolis on the same target
+(``pip install -e '.[blackjax]'``; skipped without it); and the accept/reject of the step as a ``lax.cond`` (the default) against
 a select of the two outcomes (``--accept-chains``; the sine net and the MLP,
 1, 10 and 100 vmapped chains; under ``vmap`` JAX turns the cond into a
 select, so the two differ only for one chain).
@@ -278,6 +280,69 @@ def bench_accept_with(problems, chains, repeats):
   return out
 
 
+def bench_variants_and_blackjax(n_steps, repeats, temperature=1e-3):
+  """The sine net: Metropolis and aMC variants side by side, and blackjax's
+  random-walk Metropolis on the same target when blackjax is installed.
+
+  Rows at T = 0: ``amc`` with epsilon 0 (the default) and 0.1, ``metropolis``.
+  Rows at T = ``temperature``: ``metropolis`` and blackjax 1.x
+  ``additive_step_random_walk`` with ``random_walk.normal(sigma)`` on the
+  log-density ``-U/T`` (the Boltzmann distribution the Metropolis chain
+  samples), each one ``lax.scan`` of ``n_steps`` steps, the data passed as an
+  argument of the jitted function in both.
+  """
+  problem = _problems.sine(N_POINTS, HIDDEN)
+  params, loss, data = problem.params, problem.loss, problem.data
+  key = jax.random.key(1)
+  variants = {
+      "amc(sigma0), epsilon 0, T 0": amc_jax.amc(SIGMA0, n_reset=N_RESET),
+      "amc(sigma0, epsilon=0.1), T 0": amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET),
+      "metropolis(sigma0), T 0": amc_jax.metropolis(SIGMA0),
+      f"metropolis(sigma0), T {temperature:g}": amc_jax.metropolis(SIGMA0, temperature=temperature),
+  }
+  fns = {}
+  for name, tx in variants.items():
+    f = scan_amc(tx, loss, n_steps)
+    p, s = f(params, tx.init(params), data, key)
+    fns[name] = lambda f=f, p=p, s=s: f(p, s, data, key)
+  note = None
+  try:
+    import blackjax  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    note = "blackjax not installed (pip install -e '.[blackjax]')"
+  else:
+    note = f"blackjax {blackjax.__version__}"
+
+    @jax.jit
+    def rwm_run(position, data, key):
+      rwm = blackjax.additive_step_random_walk(
+          lambda p: -loss(p, data) / temperature,
+          blackjax.mcmc.random_walk.normal(jnp.float32(SIGMA0)),
+      )
+
+      def body(state, k):
+        return rwm.step(k, state)[0], None
+
+      return jax.lax.scan(body, rwm.init(position), jax.random.split(key, n_steps))[0]
+
+    rwm_run(params, data, key)
+    fns[f"blackjax RWM, T {temperature:g}"] = lambda: rwm_run(params, data, key)
+  seconds = time_interleaved(fns, repeats)
+  us = {k: v / n_steps * 1e6 for k, v in seconds.items()}
+  eps_row = us["amc(sigma0, epsilon=0.1), T 0"]
+  table = {
+      "problem": problem.description,
+      "steps_per_scan": n_steps,
+      "us_per_step": us,
+      "ratio_to_amc_epsilon_0.1": {k: v / eps_row for k, v in us.items()},
+      "blackjax": note,
+  }
+  bj = f"blackjax RWM, T {temperature:g}"
+  if bj in us:
+    table["metropolis_over_blackjax"] = us[f"metropolis(sigma0), T {temperature:g}"] / us[bj]
+  return table
+
+
 PROBLEMS = {
     "sine": lambda a: (_problems.sine(N_POINTS, HIDDEN), None, a.steps),
     "mlp": lambda a: (_problems.mlp(a.mlp_examples), None, a.mlp_steps),
@@ -303,6 +368,8 @@ def main(argv=None):
   parser.add_argument("--chains", type=int, nargs="*", default=[1, 10, 100, 1000])
   parser.add_argument("--ensemble-steps", type=int, default=2000)
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--variants-steps", type=int, default=5000,
+                      help="steps per scan of the Metropolis/aMC variants and blackjax table (0: skip)")
   parser.add_argument("--accept-chains", type=int, nargs="*", default=[1, 10, 100],
                       help="chains for the lax.cond-vs-select table (none: skip it)")
   parser.add_argument("--accept-sine-steps", type=int, default=5000)
@@ -338,6 +405,14 @@ def main(argv=None):
       rel = row["time_vs_one_chain"]
       print(f"{m:>7s} {row['us_per_step']:10.1f} {row['chain_steps_per_second']:14.0f} "
             f"{'' if rel is None else f'{rel:12.2f}'}")
+  variants = {}
+  if args.variants_steps:
+    variants = bench_variants_and_blackjax(args.variants_steps, args.repeats)
+    print(f"\nsine net: Metropolis and aMC variants ({variants['blackjax']}), us per step")
+    for k, v in variants["us_per_step"].items():
+      print(f"{k:36s} {v:11.1f} {variants['ratio_to_amc_epsilon_0.1'][k]:8.2f}")
+    if "metropolis_over_blackjax" in variants:
+      print(f"amc_jax.metropolis / blackjax RWM: {variants['metropolis_over_blackjax']:.2f}")
   accept = {}
   if args.accept_chains:
     accept = bench_accept_with(
@@ -362,6 +437,7 @@ def main(argv=None):
       "tables": tables,
       "ensembles_sine": ensembles,
       "accept_cond_vs_select": accept,
+      "variants_and_blackjax": variants,
   }
   _common.write_json(args.out, result)
   return result
