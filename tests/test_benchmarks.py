@@ -16,6 +16,8 @@ CASES = {
         "--rnn-steps", "2", "--mlp-examples", "300", "--batch", "50", "--depth", "4",
         "--rnn-sequences", "20", "--rnn-length", "8", "--chains", "1", "2",
         "--ensemble-steps", "20", "--repeats", "1", "--no-torch",
+        "--accept-chains", "1", "2", "--accept-sine-steps", "20", "--accept-mlp-steps", "2",
+        "--accept-mlp-examples", "300", "--variants-steps", "20",
     ],
     "bench_fit.py": [
         "--steps", "200", "--chunk", "100", "--repeats", "1", "--n-large", "2000",
@@ -41,6 +43,11 @@ def test_benchmark_runs_and_writes_json(script, tmp_path):
     tables = list(record["tables"].values())
     assert set(record["tables"]) == {"sine", "mlp", "mlp_mb", "deep", "rnn"}
     assert all(row["chain_steps_per_second"] > 0 for row in record["ensembles_sine"].values())
+    for name in ("sine", "mlp"):
+      rows = record["accept_cond_vs_select"][name]
+      assert all(rows[m]["cond_over_select"] > 0 for m in ("1", "2"))
+    variants = record["variants_and_blackjax"]["us_per_step"]
+    assert len(variants) >= 4 and all(v > 0 for v in variants.values())
   else:
     tables = [record["batch_mode"], record["minibatch"]]
   for table in tables:
