@@ -44,6 +44,7 @@ from amc_jax._src.sharding import ensemble_map
 from amc_jax._src.sharding import replicate
 from amc_jax._src.sharding import shard_batch
 from amc_jax._src.sharding import shard_ensemble
+from amc_jax._src.sharding import shard_replicas
 from amc_jax._src.xla_cpu import use_xla_cpu_workaround
 from amc_jax import proposals
 
@@ -92,6 +93,7 @@ __all__ = (
     "select_chain",
     "shard_batch",
     "shard_ensemble",
+    "shard_replicas",
     "signal_norm_apply",
     "signal_norm_value_fn",
     "standard_normal_like",

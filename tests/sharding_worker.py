@@ -113,6 +113,35 @@ def data_run(tx, loss=data_loss):
   return run
 
 
+# (c) Replicas: replica exchange and a population, 8 replicas over 4 devices.
+def replica_problems():
+  """{name: (tx, params, state)} for the wrappers of amc_jax.replicas."""
+  rng = np.random.default_rng(5)
+  params = {k: rng.normal(0.0, 0.5, (N_CHAINS, 8)).astype(np.float32) for k in "wba"}
+  ladder = tuple(np.geomspace(1e-3, 1.0, N_CHAINS).tolist())
+  txs = {
+      "replica_exchange": amc_jax.replica_exchange(amc_jax.metropolis(0.05), ladder, seed=1),
+      "population": amc_jax.population(amc_jax.amc(0.1, epsilon=0.1), every=10, seed=2),
+      "population_annealing": amc_jax.population_annealing(
+          amc_jax.metropolis(0.05), ladder[::-1], steps_per_temperature=6, seed=3
+      ),
+  }
+  return {name: (tx, params, tx.init(params)) for name, tx in txs.items()}
+
+
+def replica_run(tx):
+  @jax.jit
+  def run(params, state):
+    def body(carry, _):
+      params, state = carry
+      updates, state = tx.update(None, state, params, value_fn=chain_loss)
+      return (optax.apply_updates(params, updates), state), None
+
+    return lax.scan(body, (params, state), None, length=N_STEPS)[0]
+
+  return run
+
+
 def flatten(tree, prefix):
   """``{prefix/keypath: ndarray}``, typed keys as their raw key data."""
   out = {}
@@ -187,7 +216,14 @@ def main(out_path):
   )
   arrays.update(flatten(explicit(params, state, data), "pmean/"))
 
-  # (c) Errors that need several devices.
+  # (c) Replica wrappers, replicas over 4 devices.
+  for name, (tx, params, state) in replica_problems().items():
+    placed = amc_jax.shard_replicas(params, state, mesh)
+    out, report[f"{name}/collectives"] = _run(replica_run(tx), *placed)
+    arrays.update(flatten(out, f"{name}/"))
+    report[f"{name}/params_layout"] = _layout(out[0])
+
+  # (d) Errors that need several devices.
   tx, params6, _ = chain_problem()
   params6 = jax.tree.map(lambda x: x[:6], params6)
   state6 = amc_jax.init_ensemble(tx, params6, jax.random.key(0))

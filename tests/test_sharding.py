@@ -103,6 +103,26 @@ def test_ensemble_map_compiles_without_communication(sharded):
   assert report["ensemble_map/collectives"] == []
 
 
+# (a') Replica exchange and populations: replicas over devices.
+
+
+@pytest.mark.parametrize("name", ["replica_exchange", "population", "population_annealing"])
+def test_sharded_replicas_equal_one_device(sharded, name):
+  """The wrappers of amc_jax.replicas with their replicas over 4 devices:
+  the same params, states and counters as on one device, bit for bit (each
+  replica's arithmetic is its own; the swap, cloning and resampling read the
+  same losses), and the params stay sharded over the replicas."""
+  _, arrays = sharded
+  tx, params, state = worker.replica_problems()[name]
+  want = worker.flatten(worker.replica_run(tx)(params, state), "")
+  got = _select(arrays, f"{name}/")
+  assert got.keys() == want.keys()
+  for key, value in want.items():
+    np.testing.assert_array_equal(got[key], value, err_msg=key)
+  report, _ = sharded
+  assert report[f"{name}/params_layout"] == [["P('chains',)", [[2]] * 4]]
+
+
 # (b) One chain, data-parallel.
 
 

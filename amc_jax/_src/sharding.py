@@ -189,6 +189,46 @@ def shard_ensemble(
   return jax.tree_util.tree_map(place, params), jax.tree_util.tree_map(place, state)
 
 
+def shard_replicas(
+    params: PyTree, state: PyTree, mesh: Mesh, axis_name: str = "chains"
+) -> tuple[PyTree, PyTree]:
+  """Places the replicas of :func:`~amc_jax.replica_exchange`,
+  :func:`~amc_jax.population` or :func:`~amc_jax.population_annealing` over a
+  mesh axis.
+
+  The params and every state leaf whose leading axis is the replica axis (the
+  wrapped transformation's per-replica state, the temperature of each
+  replica) are split into equal blocks of whole replicas, one per device; the
+  rest of the state (the swap key, counters, ``log_z``) is replicated. Then
+  ``jax.jit`` of the wrapper's ``update`` runs each device's replicas there:
+  the steps need no communication, and the swap, the cloning or the
+  resampling (a gather of the replicas' losses and of the copied states) is
+  all that crosses devices, inserted by XLA's SPMD partitioner.
+
+  Args:
+    params: the wrappers' params, a leading replica axis of size R on every
+      leaf.
+    state: the wrapper's state from its ``init``.
+    mesh: a mesh with an ``AxisType.Auto`` axis ``axis_name`` whose size
+      divides R (see :func:`device_mesh`).
+    axis_name: the mesh axis to shard the replicas over.
+
+  Returns:
+    ``(params, state)``, placed.
+  """
+  n_devices = _axis_size(mesh, axis_name, auto=True)
+  n = base.leading_size(params, "params", "to shard")
+  _check_divisible(n, n_devices, "replicas", axis_name)
+  split = NamedSharding(mesh, P(axis_name))
+  whole = NamedSharding(mesh, P())
+
+  def place(x):
+    per_replica = np.ndim(x) >= 1 and np.shape(x)[0] == n
+    return _place(x, split if per_replica else whole)
+
+  return jax.tree_util.tree_map(place, params), jax.tree_util.tree_map(place, state)
+
+
 def ensemble_map(
     fn: Callable[..., Any],
     mesh: Mesh,
