@@ -245,3 +245,27 @@ def test_num_proposals_is_validated_and_works_with_fit():
   assert many.history["loss"][-1] < one.history["loss"][-1]
   # Cached loss is exact: the loss of the final params.
   assert float(amc_jax.monte_carlo_state(many.opt_state).loss) == float(loss(many.params, (x, y)))
+
+
+def test_num_proposals_is_static_under_inject_hyperparams():
+  """The default passes through optax.inject_hyperparams untouched; a K > 1
+  is a static argument there, and a traced one is a clear error."""
+  loss = lambda p: jnp.sum((p - 1.0) ** 2)
+  params = jnp.zeros(3)
+  plain = amc_jax.amc(0.1, num_proposals=4)
+  injected = optax.inject_hyperparams(amc_jax.amc, static_args=("num_proposals",))(
+      sigma0=0.1, num_proposals=4
+  )
+  out = []
+  for tx in (plain, injected):
+    p, s = params, tx.init(params)
+    step = jax.jit(lambda p, s, tx=tx: tx.update(None, s, p, value_fn=loss))
+    for _ in range(20):
+      u, s = step(p, s)
+      p = optax.apply_updates(p, u)
+    out.append(p)
+  chex.assert_trees_all_equal(*out)
+  traced = optax.inject_hyperparams(amc_jax.amc)(sigma0=0.1, num_proposals=4)
+  state = traced.init(params)
+  with pytest.raises(TypeError, match="static_args=\\('num_proposals',\\)"):
+    jax.jit(lambda p, s: traced.update(None, s, p, value_fn=loss))(params, state)

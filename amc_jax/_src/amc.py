@@ -228,6 +228,13 @@ class Trial(NamedTuple):
   scales: Optional[PyTree]  # signal-norm lambdas at x + move, or None
 
 
+def _trial_point(params: PyTree, move: PyTree) -> PyTree:
+  """``params + move`` with non-finite entries of the move replaced by 0."""
+  return jax.tree_util.tree_map(
+      lambda x, e: x + jnp.where(jnp.isfinite(e), e, jnp.zeros_like(e)), params, move
+  )
+
+
 def propose_and_evaluate(
     key: jax.Array,
     proposal: proposals.Proposal,
@@ -251,21 +258,15 @@ def propose_and_evaluate(
   # add into one fused multiply-add (one rounding instead of two), so params
   # + updates would miss the evaluated point by an ulp; a select between them
   # blocks the contraction on both sides alike.
-  finite = jax.tree_util.tree_map(jnp.isfinite, move)
-  trial_params = jax.tree_util.tree_map(
-      lambda x, e, ok: x + jnp.where(ok, e, jnp.zeros_like(e)), params, move, finite
+  loss, trial_scales = _evaluate(
+      value_fn, _trial_point(params, move), signal_norm, "value_fn(proposal)"
   )
-  loss, trial_scales = _evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
   # A non-finite move (from non-finite scales) is never accepted, whatever the
   # loss says about the point at which it was zeroed.
-  finite_move = jnp.all(jnp.stack([jnp.all(ok) for ok in jax.tree_util.tree_leaves(finite)]))
-  return Trial(move, log_ratio, jnp.where(finite_move, loss, jnp.nan), trial_scales)
-
-
-def _trial_point(params: PyTree, move: PyTree) -> PyTree:
-  return jax.tree_util.tree_map(
-      lambda x, e: x + jnp.where(jnp.isfinite(e), e, jnp.zeros_like(e)), params, move
+  finite_move = jnp.all(
+      jnp.stack([jnp.all(jnp.isfinite(e)) for e in jax.tree_util.tree_leaves(move)])
   )
+  return Trial(move, log_ratio, jnp.where(finite_move, loss, jnp.nan), trial_scales)
 
 
 def one_try(
@@ -587,9 +588,23 @@ def _transformation(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _check_num_proposals(num_proposals: Any) -> None:
-  if isinstance(num_proposals, bool) or not isinstance(num_proposals, (int, np.integer)) or num_proposals < 1:
+def _num_proposals(num_proposals: Any) -> int:
+  """``num_proposals`` as a Python int >= 1 (None means 1)."""
+  if num_proposals is None:
+    return 1
+  if not base.is_concrete(num_proposals):
+    raise TypeError(
+        "num_proposals must be a static Python int (it sets the number of"
+        " trials compiled into the step); with optax.inject_hyperparams pass"
+        " static_args=('num_proposals',)."
+    )
+  if isinstance(num_proposals, (bool, np.bool_)) or not (
+      isinstance(num_proposals, (int, np.integer))
+      or (hasattr(num_proposals, "dtype") and np.ndim(num_proposals) == 0
+          and jnp.issubdtype(num_proposals.dtype, jnp.integer))
+  ) or int(num_proposals) < 1:
     raise ValueError(f"num_proposals must be an integer >= 1, got {num_proposals!r}.")
+  return int(num_proposals)
 
 
 def _check_flags(minibatch: Any, signal_norm: Any) -> None:
@@ -607,7 +622,7 @@ def amc(
     temperature: base.ScalarOrSchedule = 0.0,
     *,
     proposal: Optional[proposals.Proposal] = None,
-    num_proposals: int = 1,
+    num_proposals: Optional[int] = None,
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
@@ -674,8 +689,9 @@ def amc(
       the acceptance test (with the move's Hastings ratio at T > 0), the reject
       counter and the sigma schedule. Give ``epsilon`` to the Gaussian move
       itself then, not here.
-    num_proposals: K >= 1 trial moves per step, evaluated in one vmapped
-      call of ``value_fn`` (see :func:`multiple_try`). At T = 0 the best of
+    num_proposals: K >= 1 trial moves per step (``None``: 1), evaluated in
+      one vmapped call of ``value_fn`` (see :func:`multiple_try`). A static
+      int: with ``optax.inject_hyperparams`` list it in ``static_args``. At T = 0 the best of
       the K is accepted iff its loss does not exceed U(x); at T > 0
       multiple-try Metropolis keeps the Boltzmann distribution exact (2K - 1
       evaluations). ``K = 1`` is the step above, bit for bit. On an
@@ -737,7 +753,7 @@ def amc(
   base.check_unit_interval("sigma_decay", sigma_decay)
   base.check_temperature(temperature)
   _check_flags(minibatch, signal_norm)
-  _check_num_proposals(num_proposals)
+  num_proposals = _num_proposals(num_proposals)
   if base.is_concrete(seed):
     base.as_key(seed)  # validate the type now rather than at init
   if proposal is None:
@@ -759,7 +775,7 @@ def amc(
       minibatch=minibatch,
       signal_norm=signal_norm,
       seed=seed,
-      num_proposals=int(num_proposals),
+      num_proposals=num_proposals,
   )
 
 
@@ -768,7 +784,7 @@ def metropolis(
     temperature: base.ScalarOrSchedule = 0.0,
     *,
     proposal: Optional[proposals.Proposal] = None,
-    num_proposals: int = 1,
+    num_proposals: Optional[int] = None,
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,

@@ -71,43 +71,59 @@ def check_params(params: PyTree) -> None:
       )
 
 
+def _first_mismatch(reference: PyTree, tree: PyTree):
+  """None if ``tree`` has the structure, shapes and dtypes of ``reference``;
+  else ("structure", None, None) or ("leaf", path, (reference leaf, leaf))."""
+  if jax.tree_util.tree_structure(reference) != jax.tree_util.tree_structure(tree):
+    return "structure", None, None
+  for (path, r), t in zip(
+      jax.tree_util.tree_leaves_with_path(reference), jax.tree_util.tree_leaves(tree)
+  ):
+    if jnp.shape(r) != jnp.shape(t) or jnp.result_type(r) != jnp.result_type(t):
+      return "leaf", path, (r, t)
+  return None
+
+
+def _describe(x) -> str:
+  return f"{jnp.result_type(x)}{list(jnp.shape(x))}"
+
+
 def check_like(reference: PyTree, params: PyTree) -> None:
   """Raises unless ``params`` has the structure, shapes and dtypes of ``reference``."""
-  r_def, p_def = jax.tree_util.tree_structure(reference), jax.tree_util.tree_structure(params)
-  if r_def != p_def:
+  found = _first_mismatch(reference, params)
+  if found is None:
+    return
+  kind, path, pair = found
+  if kind == "structure":
     raise ValueError(
         "params passed to update must have the structure of the params given to"
-        f" init; got {p_def}, expected {r_def}."
+        f" init; got {jax.tree_util.tree_structure(params)}, expected"
+        f" {jax.tree_util.tree_structure(reference)}."
     )
-  for (path, r), p in zip(
-      jax.tree_util.tree_leaves_with_path(reference), jax.tree_util.tree_leaves(params)
-  ):
-    if jnp.shape(r) != jnp.shape(p) or jnp.result_type(r) != jnp.result_type(p):
-      raise ValueError(
-          f"params leaf {_leaf_name(path)} is"
-          f" {jnp.result_type(p)}{list(jnp.shape(p))} but the state was"
-          f" initialised for {jnp.result_type(r)}{list(jnp.shape(r))}."
-      )
+  raise ValueError(
+      f"params leaf {_leaf_name(path)} is {_describe(pair[1])} but the state was"
+      f" initialised for {_describe(pair[0])}."
+  )
 
 
 def check_move(move: PyTree, params: PyTree) -> None:
   """Raises unless a proposal's ``move`` is shaped and typed like ``params``."""
-  m_def, p_def = jax.tree_util.tree_structure(move), jax.tree_util.tree_structure(params)
-  if m_def != p_def:
+  found = _first_mismatch(params, move)
+  if found is None:
+    return
+  kind, path, pair = found
+  if kind == "structure":
     raise ValueError(
         "proposal.propose must return a move with the pytree structure of the"
-        f" params; got {m_def}, params are {p_def}."
+        f" params; got {jax.tree_util.tree_structure(move)}, params are"
+        f" {jax.tree_util.tree_structure(params)}."
     )
-  for (path, m), p in zip(
-      jax.tree_util.tree_leaves_with_path(move), jax.tree_util.tree_leaves(params)
-  ):
-    if jnp.shape(m) != jnp.shape(p) or jnp.result_type(m) != jnp.result_type(p):
-      raise ValueError(
-          f"proposal.propose returned the move leaf {_leaf_name(path)} as"
-          f" {jnp.result_type(m)}{list(jnp.shape(m))}; the params leaf is"
-          f" {jnp.result_type(p)}{list(jnp.shape(p))} (a move must match it"
-          " exactly, so that params + move rounds like optax.apply_updates)."
-      )
+  raise ValueError(
+      f"proposal.propose returned the move leaf {_leaf_name(path)} as"
+      f" {_describe(pair[1])}; the params leaf is {_describe(pair[0])} (a move"
+      " must match it exactly, so that params + move rounds like"
+      " optax.apply_updates)."
+  )
 
 
 def noise_dtype(params: PyTree) -> jnp.dtype:
