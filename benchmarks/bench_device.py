@@ -59,28 +59,6 @@ def _device() -> dict:
   }
 
 
-def _vmapped_scan(tx, loss, m, n_steps):
-  """A jitted scan of ``n_steps`` vmapped steps of M chains; returns a timer."""
-  problem_params, value = loss
-
-  batch = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), problem_params)
-  state = amc_jax.init_ensemble(tx, batch, jax.random.key(0))
-  step = jax.vmap(lambda p, s: tx.update(None, s, p, value_fn=value))
-
-  @jax.jit
-  def run(p, s):
-    def body(carry, _):
-      p, s = carry
-      u, s = step(p, s)
-      return (optax.apply_updates(p, u), s), None
-
-    return jax.lax.scan(body, (p, s), None, length=n_steps)[0]
-
-  p, s = run(batch, state)  # compile, and past the first step's evaluation
-  jax.block_until_ready(p)
-  return lambda: run(p, s)
-
-
 def part_chains(args, deadline):
   problem = _problems.sine(1000, 30)
   value = lambda p: problem.loss(p, problem.data)
@@ -91,7 +69,7 @@ def part_chains(args, deadline):
       skipped.append(m)
       continue
     n = max(5, min(args.chain_steps, args.chain_steps * 100 // m))
-    fns[m] = _vmapped_scan(tx, (problem.params, value), m, n)
+    fns[m] = bench_step.vmapped_scan(tx, value, problem.params, m, n)
     steps[m] = n
   seconds = _common.interleaved_times(fns, args.repeats)[0] if fns else {}
   one = seconds[args.chains[0]] / steps[args.chains[0]] if args.chains[0] in seconds else None

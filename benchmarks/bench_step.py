@@ -189,26 +189,34 @@ def bench_problem(problem, n_steps, repeats, batch_size=None, torch_dir=None):
   }
 
 
+def vmapped_scan(tx, value, params, m, n_steps):
+  """A timer of ``n_steps`` vmapped steps of M chains in one jitted scan.
+
+  The chains start from ``params`` (broadcast) with :func:`amc_jax.init_ensemble`
+  keys; the timer starts past the first step's extra evaluation.
+  """
+  batch_params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), params)
+  state = amc_jax.init_ensemble(tx, batch_params, jax.random.key(0))
+  step = jax.vmap(lambda p, s: tx.update(None, s, p, value_fn=value))
+
+  @jax.jit
+  def run(p, s):
+    def body(carry, _):
+      p, s = carry
+      u, s = step(p, s)
+      return (optax.apply_updates(p, u), s), None
+
+    return jax.lax.scan(body, (p, s), None, length=n_steps)[0]
+
+  batch_params, state = run(batch_params, state)
+  jax.block_until_ready(batch_params)
+  return lambda: run(batch_params, state)
+
+
 def bench_ensembles(chains, n_steps, repeats):
   params, loss = sine_problem()
   tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET)
-
-  def make(m, n_steps):
-    batch_params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), params)
-    state = amc_jax.init_ensemble(tx, batch_params, jax.random.key(0))
-    step = jax.vmap(lambda p, s: tx.update(None, s, p, value_fn=loss))
-
-    @jax.jit
-    def run(p, s):
-      def body(carry, _):
-        p, s = carry
-        u, s = step(p, s)
-        return (optax.apply_updates(p, u), s), None
-
-      return jax.lax.scan(body, (p, s), None, length=n_steps)[0]
-
-    batch_params, state = run(batch_params, state)
-    return lambda: run(batch_params, state)
+  make = lambda m, n: vmapped_scan(tx, loss, params, m, n)
 
   # Fewer steps for bigger ensembles (n_steps * 10 / M, at least 10): a scan of
   # 1000 chains is compute-bound, and its median needs no more.
@@ -247,24 +255,7 @@ def bench_accept_with(problems, chains, repeats):
             accept_with=how,
         )
         n = max(5, steps // m)
-        batch_params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), params)
-        state = amc_jax.init_ensemble(tx, batch_params, jax.random.key(0))
-        step = jax.vmap(lambda p, s, tx=tx: tx.update(None, s, p, value_fn=value))
-
-        def make(tx=tx, step=step, n=n, p=batch_params, s=state):
-          @jax.jit
-          def run(p, s):
-            def body(carry, _):
-              p, s = carry
-              u, s = step(p, s)
-              return (optax.apply_updates(p, u), s), None
-
-            return jax.lax.scan(body, (p, s), None, length=n)[0]
-
-          p, s = run(p, s)  # compile, and past the first step's evaluation
-          return lambda: run(p, s)
-
-        fns[(m, how)] = make()
+        fns[(m, how)] = vmapped_scan(tx, value, params, m, n)
         steps_of[(m, how)] = n
     seconds = time_interleaved(fns, repeats)
     out[name] = {
