@@ -177,3 +177,85 @@ def test_bench_proposals_quick_writes_json_and_resumes(tmp_path):
   again = json.loads((tmp_path / "bench_proposals.json").read_text())
   assert list(again["groups"]) == ["rnn/paper/gaussian"]
   assert again["groups"]["rnn/paper/gaussian"]["wall_s"] == 12345.0
+
+
+PARALLEL_SCRIPT = ROOT / "benchmarks" / "bench_parallel.py"
+
+
+def _run_parallel(out_dir, *extra):
+  result = subprocess.run(
+      [sys.executable, str(PARALLEL_SCRIPT), "--quick", "--out-dir", str(out_dir), *extra],
+      capture_output=True, text=True, timeout=300, cwd=ROOT,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_bench_parallel_quick_writes_json_and_resumes(tmp_path):
+  import importlib.util
+
+  stdout = _run_parallel(tmp_path)
+  record = json.loads((tmp_path / "bench_parallel.json").read_text())
+  assert (tmp_path / "bench_parallel.png").stat().st_size > 0
+  assert not (tmp_path / "bench_parallel.partial").exists()  # removed when done
+  assert record["command"].startswith("python benchmarks/bench_parallel.py --quick")
+  assert record["quick"] is True and record["jax_version"]
+  assert record["machine"]["cpu_count"] >= 1
+  assert len(record["load_average_start"]) == 3 and len(record["load_average_end"]) == 3
+  has_evosax = importlib.util.find_spec("evosax") is not None
+  assert (record["evosax_version"] is not None) == has_evosax
+  methods = ["aMC", "aMC K=4", "aMC K=16", "aMC K=64", "population", "replica exchange",
+             "population annealing"] + (["OpenES", "SNES", "CMA-ES"] if has_evosax else [])
+  assert list(record["groups"]) == [f"sine/{m}" for m in methods]  # quick: the sine net only
+  assert has_evosax or "evosax is not importable" in stdout
+  budget = record["info"]["sine"]["budget"]
+  assert budget == 600 and record["config"]["seeds"] == 1
+  for key, g in record["groups"].items():
+    assert g["problem"] == "sine" and key == f"sine/{g['method']}"
+    assert g["seeds"] == 1 and len(g["best_loss"]) == 1 and len(g["seconds"]) == 1
+    assert g["compilations_while_timed"] == 0
+    # The same budget for everyone, nearly used up.
+    assert budget - 130 <= g["evaluations_used"] <= budget, key
+    assert g["evaluations"][-1] == g["evaluations_used"] and len(g["evaluations"]) >= 2
+    if g["method"] not in ("OpenES", "SNES", "CMA-ES"):
+      # The count rule agrees with the evaluations the loss actually saw.
+      assert g["evaluations_counted"] == [g["evaluations_used"]], key
+    curve = g["best_loss"][0]
+    assert len(curve) == len(g["evaluations"]) == len(g["seconds"][0])
+    assert all(b <= a for a, b in zip(curve, curve[1:]))  # best so far
+    assert all(math.isfinite(v) and v > 0 for v in curve)
+    assert curve[-1] == g["final_best_loss"][0] == g["median_final_best_loss"]
+    assert curve[0] <= record["info"]["sine"]["initial_loss"]
+    assert all(b >= a for a, b in zip(g["seconds"][0], g["seconds"][0][1:]))
+  re = record["groups"]["sine/replica exchange"]
+  assert re["hyperparameters"]["temperatures"][0] == 0.0
+  assert len(re["extra"][0]["swap_acceptance"]) == re["hyperparameters"]["R"] - 1
+  assert record["groups"]["sine/population"]["extra"][0]["n_cloned"] > 0
+  cost = record["groups"]["sine/aMC K=64"]["step_cost"]
+  assert cost["ratio_k64_over_k1"] > 0 and cost["repeats"] == 1
+  assert cost["ratio_per_evaluation"] == pytest.approx(cost["ratio_k64_over_k1"] / 64)
+  summary = record["summary"]["sine"]
+  assert summary["step_cost_k64_over_k1"] == cost["ratio_k64_over_k1"]
+  amc = record["groups"]["sine/aMC"]
+  at = amc["evaluations"].index(summary["threshold"]["at_evaluations"])
+  assert summary["threshold"]["value"] == amc["best_loss"][0][at]
+  assert summary["threshold"]["at_evaluations"] <= budget / 2
+  rows = {r["method"]: r for r in summary["rows"]}
+  assert list(rows) == methods
+  assert rows["aMC"]["reached"] == 1
+  assert rows["aMC"]["median_evaluations_to_threshold"] <= summary["threshold"]["at_evaluations"]
+  for r in rows.values():
+    assert (r["median_evaluations_to_threshold"] is None) == (r["reached"] == 0)
+  assert "step cost K=64 / K=1" in stdout and "threshold" in record["table"]
+
+  # Resume: a checkpointed group with the same configuration is reused, not rerun.
+  partial = tmp_path / "bench_parallel.partial"
+  partial.mkdir()
+  group = dict(record["groups"]["sine/aMC"], median_wall_s=12345.0)
+  (partial / "sine__aMC.json").write_text(json.dumps(
+      {"config": record["config"], "info": record["info"]["sine"], "group": group}))
+  stdout = _run_parallel(tmp_path, "--methods", "aMC", "--no-plot")
+  assert "resuming sine/aMC" in stdout
+  again = json.loads((tmp_path / "bench_parallel.json").read_text())
+  assert list(again["groups"]) == ["sine/aMC"]
+  assert again["groups"]["sine/aMC"]["median_wall_s"] == 12345.0
