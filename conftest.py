@@ -1,16 +1,15 @@
 """Test configuration: strict JAX numerics, and the XLA:CPU workaround.
 
-jaxlib 0.10.2 and 0.12.0.1 return wrong numbers on CPU for a jitted matmul
-with a constant operand followed by a reduction at batch >= 128 (jax issue
-39103). The flag below avoids it; it must be set before JAX initialises its
-backend, hence here, before anything imports jax.
+jaxlib 0.10.2 and later return wrong numbers on CPU for some jitted matmuls
+with a broadcast operand followed by a reduction (jax issue 39103; see
+amc_jax/_src/xla_cpu.py for the versions measured). The library's helper
+adds the workaround flag on affected versions; it must run before JAX
+initialises its backend, hence here, before any test computes anything.
 """
 
-import os
+from amc_jax._src.xla_cpu import use_xla_cpu_workaround
 
-_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
-if _WORKAROUND not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _WORKAROUND).strip()
+use_xla_cpu_workaround()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
