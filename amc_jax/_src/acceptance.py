@@ -43,6 +43,8 @@ def metropolis_decision(
     proposed_loss: jax.Array,
     temperature: jax.Array,
     log_ratio: Any = 0.0,
+    *,
+    cold: bool = False,
 ) -> Decision:
   r"""The Metropolis(-Hastings) criterion :math:`\min(1, e^{-\Delta U/T} q_r)`.
 
@@ -64,13 +66,18 @@ def metropolis_decision(
     temperature: T, a scalar.
     log_ratio: the proposal's log Hastings ratio, a scalar (see
       :class:`amc_jax.proposals.Proposal`).
+    cold: the caller knows that T is the constant 0: the uniform is not
+      drawn (the decision, and every other random number, is the same).
 
   Returns:
     A :class:`Decision`.
   """
-  u = jax.random.uniform(key, (), current_loss.dtype)
   finite = jnp.isfinite(proposed_loss)
   delta = proposed_loss - current_loss
+  if cold:
+    accepted = finite & (delta <= 0)
+    return Decision(accepted=accepted, acceptance_probability=accepted.astype(delta.dtype))
+  u = jax.random.uniform(key, (), current_loss.dtype)
   hot = temperature > 0
   safe_t = jnp.where(hot, temperature, jnp.ones_like(temperature))
   log_p = jnp.where(hot, -delta / safe_t, -jnp.inf)

@@ -252,21 +252,26 @@ def propose_and_evaluate(
   """
   move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
   proposals.check_move(move, params)
+  # A non-finite move (from non-finite scales) is never accepted: its sum is
+  # then NaN or inf. (So is the sum of a finite move beyond float range,
+  # which is rejected too, harmlessly.) One reduction per leaf: an elementwise
+  # test, fused into the loss, was recomputed for every data point.
+  total = sum(
+      jnp.sum(e.astype(jnp.float32) if jnp.result_type(e).itemsize < 4 else e)
+      for e in jax.tree_util.tree_leaves(move)
+  )
+  finite = jnp.isfinite(total)
   # x' = x + select(finite, move, 0) rather than x + move: the caller applies
-  # x + select(accepted, move, 0), and the trial point must round exactly
-  # like it. A bare x + sigma * z lets XLA:CPU contract the multiply and the
-  # add into one fused multiply-add (one rounding instead of two), so params
-  # + updates would miss the evaluated point by an ulp; a select between them
-  # blocks the contraction on both sides alike.
-  loss, trial_scales = _evaluate(
-      value_fn, _trial_point(params, move), signal_norm, "value_fn(proposal)"
+  # x + (move or 0) to a finished move, and the trial point must round
+  # exactly like it. A bare x + (mu + sigma * z) lets XLA:CPU contract the
+  # multiply and the add into one fused multiply-add (one rounding instead of
+  # two), so params + updates would miss the evaluated point by an ulp; the
+  # select blocks the contraction.
+  trial_params = jax.tree_util.tree_map(
+      lambda x, e: x + jnp.where(finite, e, jnp.zeros_like(e)), params, move
   )
-  # A non-finite move (from non-finite scales) is never accepted, whatever the
-  # loss says about the point at which it was zeroed.
-  finite_move = jnp.all(
-      jnp.stack([jnp.all(jnp.isfinite(e)) for e in jax.tree_util.tree_leaves(move)])
-  )
-  return Trial(move, log_ratio, jnp.where(finite_move, loss, jnp.nan), trial_scales)
+  loss, trial_scales = _evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
+  return Trial(move, log_ratio, jnp.where(finite, loss, jnp.nan), trial_scales)
 
 
 def one_try(
@@ -283,10 +288,9 @@ def one_try(
     cold: bool,
 ) -> tuple[Trial, acceptance.Decision]:
   """One trial move and the Metropolis(-Hastings) test: Section III's step 2."""
-  del cold
   trial = propose_and_evaluate(proposal_key, proposal, state, params, scales, value_fn, signal_norm)
   decision = acceptance.metropolis_decision(
-      accept_key, current, trial.loss, temperature, trial.log_ratio
+      accept_key, current, trial.loss, temperature, trial.log_ratio, cold=cold
   )
   return trial, decision
 
@@ -338,7 +342,7 @@ def multiple_try(num_proposals: int) -> Callable[..., tuple[Trial, acceptance.De
     if cold:
       chosen = acceptance.best_index(trials.loss)
       trial = _take(trials, chosen)
-      decision = acceptance.metropolis_decision(u_key, current, trial.loss, temperature)
+      decision = acceptance.metropolis_decision(u_key, current, trial.loss, temperature, cold=True)
       return trial._replace(log_ratio=0.0), decision
     chosen = acceptance.multiple_try_select(select_key, current, trials.loss, log_ratios, temperature)
     trial = _take(trials, chosen)
