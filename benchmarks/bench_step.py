@@ -290,12 +290,22 @@ def bench_variants_and_blackjax(n_steps, repeats, temperature=1e-3):
       "amc(sigma0, epsilon=0.1), T 0": amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET),
       "metropolis(sigma0), T 0": amc_jax.metropolis(SIGMA0),
       f"metropolis(sigma0), T {temperature:g}": amc_jax.metropolis(SIGMA0, temperature=temperature),
+      # The user's option: keys of XLA's RngBitGenerator instead of threefry.
+      "amc(sigma0, epsilon=0.1), T 0, rbg key": amc_jax.amc(
+          SIGMA0, epsilon=EPSILON, n_reset=N_RESET, seed=jax.random.key(0, impl="rbg")
+      ),
+      "amc(sigma0, epsilon=0.1), T 0, unsafe_rbg key": amc_jax.amc(
+          SIGMA0, epsilon=EPSILON, n_reset=N_RESET, seed=jax.random.key(0, impl="unsafe_rbg")
+      ),
   }
   fns = {}
   for name, tx in variants.items():
     f = scan_amc(tx, loss, n_steps)
     p, s = f(params, tx.init(params), data, key)
     fns[name] = lambda f=f, p=p, s=s: f(p, s, data, key)
+  floor_fn = scan_floor(loss, n_steps)
+  floor_carry = (jax.random.key(0), loss(params, data))
+  fns["floor (plain JAX), T 0"] = lambda: floor_fn(params, floor_carry, data, key)
   note = None
   try:
     import blackjax  # pylint: disable=g-import-not-at-top
@@ -321,11 +331,13 @@ def bench_variants_and_blackjax(n_steps, repeats, temperature=1e-3):
   seconds = time_interleaved(fns, repeats)
   us = {k: v / n_steps * 1e6 for k, v in seconds.items()}
   eps_row = us["amc(sigma0, epsilon=0.1), T 0"]
+  floor = us["floor (plain JAX), T 0"]
   table = {
       "problem": problem.description,
       "steps_per_scan": n_steps,
       "us_per_step": us,
       "ratio_to_amc_epsilon_0.1": {k: v / eps_row for k, v in us.items()},
+      "ratio_to_floor": {k: v / floor for k, v in us.items()},
       "blackjax": note,
   }
   bj = f"blackjax RWM, T {temperature:g}"
@@ -400,8 +412,10 @@ def main(argv=None):
   if args.variants_steps:
     variants = bench_variants_and_blackjax(args.variants_steps, args.repeats)
     print(f"\nsine net: Metropolis and aMC variants ({variants['blackjax']}), us per step")
+    print(f"{'row':46s} {'us/step':>9s} {'/ eps 0.1':>9s} {'/ floor':>8s}")
     for k, v in variants["us_per_step"].items():
-      print(f"{k:36s} {v:11.1f} {variants['ratio_to_amc_epsilon_0.1'][k]:8.2f}")
+      print(f"{k:46s} {v:9.1f} {variants['ratio_to_amc_epsilon_0.1'][k]:9.2f}"
+            f" {variants['ratio_to_floor'][k]:8.2f}")
     if "metropolis_over_blackjax" in variants:
       print(f"amc_jax.metropolis / blackjax RWM: {variants['metropolis_over_blackjax']:.2f}")
   accept = {}
