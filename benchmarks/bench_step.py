@@ -213,6 +213,41 @@ def vmapped_scan(tx, value, params, m, n_steps):
   return lambda: run(batch_params, state)
 
 
+def vmapped_floor(value, params, m, n_steps):
+  """A timer of the floor of an M-chain step: per chain one normal draw, one
+  loss evaluation, compare, select (the single-chain floor, vmapped), in one
+  jitted scan like :func:`vmapped_scan`."""
+
+  def one(params, key, current):
+    key, sub = jax.random.split(key)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    z = jax.random.normal(sub, (sum(x.size for x in leaves),))
+    out, offset = [], 0
+    for x in leaves:
+      out.append(x + 1e-3 * z[offset : offset + x.size].reshape(x.shape))
+      offset += x.size
+    proposal = jax.tree_util.tree_unflatten(treedef, out)
+    proposed = value(proposal)
+    accept = proposed <= current
+    params = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), proposal, params)
+    return params, key, jnp.where(accept, proposed, current)
+
+  step = jax.vmap(one)
+  batch = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), params)
+  keys = jax.random.split(jax.random.key(0), m)
+  current = jax.vmap(value)(batch)
+
+  @jax.jit
+  def run(p, k, c):
+    def body(carry, _):
+      return step(*carry), None
+
+    return jax.lax.scan(body, (p, k, c), None, length=n_steps)[0]
+
+  jax.block_until_ready(run(batch, keys, current))
+  return lambda: run(batch, keys, current)
+
+
 def bench_ensembles(chains, n_steps, repeats):
   params, loss = sine_problem()
   tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET)
@@ -221,17 +256,44 @@ def bench_ensembles(chains, n_steps, repeats):
   # Fewer steps for bigger ensembles (n_steps * 10 / M, at least 10): a scan of
   # 1000 chains is compute-bound, and its median needs no more.
   steps = {m: max(10, min(n_steps, n_steps * 10 // m)) for m in chains}
-  seconds = time_interleaved({m: make(m, steps[m]) for m in chains}, repeats)
+  fns = {m: make(m, steps[m]) for m in chains}
+  fns.update({("floor", m): vmapped_floor(loss, params, m, steps[m]) for m in chains})
+  seconds = time_interleaved(fns, repeats)
   per_step = {m: seconds[m] / steps[m] for m in chains}
+  floor = {m: seconds[("floor", m)] / steps[m] for m in chains}
   return {
       str(m): {
           "steps_per_scan": steps[m],
           "us_per_step": per_step[m] * 1e6,
           "chain_steps_per_second": m / per_step[m],
           "time_vs_one_chain": per_step[m] / per_step[chains[0]] if chains[0] == 1 else None,
+          "floor_us_per_step": floor[m] * 1e6,
+          "ratio_to_vmapped_floor": per_step[m] / floor[m],
       }
       for m in chains
   }
+
+
+def bench_mlp_ensembles(chains, n_steps, n_examples, repeats):
+  """M vmapped chains of the MLP on shared full-batch data, against the
+  vmapped floor (the same M loss evaluations per step)."""
+  problem = _problems.mlp(n_examples)
+  value = lambda p: problem.loss(p, problem.data)
+  tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET)
+  fns = {}
+  for m in chains:
+    fns[m] = vmapped_scan(tx, value, problem.params, m, n_steps)
+    fns[("floor", m)] = vmapped_floor(value, problem.params, m, n_steps)
+  seconds = time_interleaved(fns, repeats)
+  return {
+      str(m): {
+          "steps_per_scan": n_steps,
+          "us_per_step": seconds[m] / n_steps * 1e6,
+          "floor_us_per_step": seconds[("floor", m)] / n_steps * 1e6,
+          "ratio_to_vmapped_floor": seconds[m] / seconds[("floor", m)],
+      }
+      for m in chains
+  } | {"problem": problem.description}
 
 
 def bench_accept_with(problems, chains, repeats):
@@ -370,6 +432,9 @@ def main(argv=None):
   parser.add_argument("--rnn-length", type=int, default=196)
   parser.add_argument("--chains", type=int, nargs="*", default=[1, 10, 100, 1000])
   parser.add_argument("--ensemble-steps", type=int, default=2000)
+  parser.add_argument("--mlp-chains", type=int, nargs="*", default=[1, 10],
+                      help="vmapped MLP chains against their vmapped floor (none: skip)")
+  parser.add_argument("--mlp-chain-steps", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--variants-steps", type=int, default=5000,
                       help="steps per scan of the Metropolis/aMC variants and blackjax table (0: skip)")
@@ -403,11 +468,23 @@ def main(argv=None):
   ensembles = bench_ensembles(args.chains, args.ensemble_steps, args.repeats) if args.chains else {}
   if ensembles:
     print(f"\nsine net, M vmapped chains, max(10, {args.ensemble_steps} * 10 / M) steps per scan")
-    print(f"{'chains':>7s} {'us/step':>10s} {'chain-steps/s':>14s} {'x one chain':>12s}")
+    print(f"{'chains':>7s} {'us/step':>10s} {'chain-steps/s':>14s} {'x one chain':>12s}"
+          f" {'floor us':>10s} {'/ floor':>8s}")
     for m, row in ensembles.items():
       rel = row["time_vs_one_chain"]
       print(f"{m:>7s} {row['us_per_step']:10.1f} {row['chain_steps_per_second']:14.0f} "
-            f"{'' if rel is None else f'{rel:12.2f}'}")
+            f"{'' if rel is None else f'{rel:12.2f}'} {row['floor_us_per_step']:10.1f}"
+            f" {row['ratio_to_vmapped_floor']:8.2f}")
+  mlp_ensembles = {}
+  if args.mlp_chains:
+    mlp_ensembles = bench_mlp_ensembles(
+        args.mlp_chains, args.mlp_chain_steps, args.mlp_examples, args.repeats
+    )
+    print(f"\nMLP ({mlp_ensembles['problem']}), M vmapped chains against the vmapped floor")
+    for m in map(str, args.mlp_chains):
+      row = mlp_ensembles[m]
+      print(f"{m:>7s} {row['us_per_step']:12.1f} {row['floor_us_per_step']:12.1f}"
+            f" {row['ratio_to_vmapped_floor']:8.2f}")
   variants = {}
   if args.variants_steps:
     variants = bench_variants_and_blackjax(args.variants_steps, args.repeats)
@@ -441,6 +518,7 @@ def main(argv=None):
       "repeats": args.repeats,
       "tables": tables,
       "ensembles_sine": ensembles,
+      "ensembles_mlp": mlp_ensembles,
       "accept_cond_vs_select": accept,
       "variants_and_blackjax": variants,
   }

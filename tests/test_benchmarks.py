@@ -18,6 +18,7 @@ CASES = {
         "--ensemble-steps", "20", "--repeats", "1", "--no-torch",
         "--accept-chains", "1", "2", "--accept-sine-steps", "20", "--accept-mlp-steps", "2",
         "--accept-mlp-examples", "300", "--variants-steps", "20",
+        "--mlp-chains", "1", "2", "--mlp-chain-steps", "2",
     ],
     "bench_fit.py": [
         "--steps", "200", "--chunk", "100", "--repeats", "1", "--n-large", "2000",
@@ -46,6 +47,8 @@ def test_benchmark_runs_and_writes_json(script, tmp_path):
     for name in ("sine", "mlp"):
       rows = record["accept_cond_vs_select"][name]
       assert all(rows[m]["cond_over_select"] > 0 for m in ("1", "2"))
+    for rows in (record["ensembles_sine"], record["ensembles_mlp"]):
+      assert all(rows[m]["ratio_to_vmapped_floor"] > 0 for m in ("1", "2"))
     variants = record["variants_and_blackjax"]["us_per_step"]
     assert len(variants) >= 4 and all(v > 0 for v in variants.values())
   else:
