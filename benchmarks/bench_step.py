@@ -446,11 +446,14 @@ def main(argv=None):
                       help="MLP examples in the cond-vs-select table (100 chains of 60k is minutes a step)")
   parser.add_argument("--amc-torch-dir", default=os.environ.get("AMC_TORCH_DIR"))
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+  parser.add_argument("--no-xla-workaround", action="store_true",
+                      help="skip amc_jax.use_xla_cpu_workaround() (the flag for jax issue 39103)")
   parser.add_argument(
       "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_step.json")
   )
   args = parser.parse_args(argv)
-  amc_jax.use_xla_cpu_workaround()  # before the first computation
+  if not args.no_xla_workaround:
+    amc_jax.use_xla_cpu_workaround()  # before the first computation
 
   tables = {}
   for name in args.problems:
@@ -515,6 +518,7 @@ def main(argv=None):
   result = {
       "command": "python benchmarks/bench_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
       "hyperparameters": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET, "adam_lr": 1e-3},
+      "xla_cpu_workaround": not args.no_xla_workaround,
       "repeats": args.repeats,
       "tables": tables,
       "ensembles_sine": ensembles,
