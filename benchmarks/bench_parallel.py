@@ -104,6 +104,7 @@ import os
 import pathlib
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -140,9 +141,9 @@ def parse_args(argv=None):
   p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
   p.add_argument("--seeds", type=int, default=None, help="(full 3, quick 1)")
   p.add_argument("--budget-sine", type=int, default=None,
-                 help="loss evaluations per run on the sine net (full 40000, quick 600)")
-  p.add_argument("--budget-deep", type=int, default=None, help="(full 10000, quick 600)")
-  p.add_argument("--budget-rnn", type=int, default=None, help="(full 4000, quick 600)")
+                 help="loss evaluations per run on the sine net (full 80000, quick 600)")
+  p.add_argument("--budget-deep", type=int, default=None, help="(full 20000, quick 600)")
+  p.add_argument("--budget-rnn", type=int, default=None, help="(full 8000, quick 600)")
   p.add_argument("--depth", type=int, default=None, help="deep net depth (full 32, quick 4)")
   p.add_argument("--rnn-sequences", type=int, default=None, help="(full 128, quick 16)")
   p.add_argument("--rnn-length", type=int, default=None, help="(full 64, quick 8)")
@@ -163,7 +164,7 @@ def parse_args(argv=None):
   p.add_argument("--plot-from", type=pathlib.Path, default=None,
                  help="only redraw the plot of this JSON (as the same name with .png)")
   args = p.parse_args(argv)
-  full = dict(seeds=3, es_popsize=128, budget_sine=40000, budget_deep=10000, budget_rnn=4000,
+  full = dict(seeds=3, es_popsize=128, budget_sine=80000, budget_deep=20000, budget_rnn=8000,
               depth=32, rnn_sequences=128, rnn_length=64, rnn_hidden=32, rows=50, cost_repeats=7,
               count_evaluations=False)
   quick = dict(seeds=1, es_popsize=16, budget_sine=600, budget_deep=600, budget_rnn=600, depth=4,
@@ -187,6 +188,17 @@ def config_of(args) -> dict:
   """What a checkpointed group must share with this run to be reused."""
   return {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
           if k not in ("out_dir", "fresh", "problems", "methods", "no_plot", "plot_from")}
+
+
+def library_commit() -> dict:
+  """The repository's commit, and whether amc_jax/ differed from it, when the run started."""
+  git = lambda *a: subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True,
+                                  check=False).stdout.strip()
+  try:
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "amc_jax_modified": bool(git("status", "--porcelain", "amc_jax"))}
+  except OSError:
+    return {"commit": None, "amc_jax_modified": None}
 
 
 def budget_of(args, problem: str) -> int:
@@ -737,8 +749,8 @@ def plot(record: dict, path: pathlib.Path) -> None:
         ax.set_title(f"{problem}: {record['info'].get(problem, {}).get('short', '')}", fontsize=9)
       ax.grid(True, which="major", alpha=0.3)
     axes[0][j].legend(fontsize=6.5)
-  fig.suptitle("bench_parallel: median over seeds bold, each seed faint; dotted: threshold "
-               "(aMC K=1 median at half the budget)", fontsize=10)
+  fig.suptitle("bench_parallel: median over seeds bold, each seed faint\ndotted: threshold "
+               "(aMC K=1 median at half the budget); dashed: best constant", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -757,6 +769,7 @@ def main(argv=None):
     return None
   t_start = time.perf_counter()
   load_start = list(os.getloadavg())
+  commit = library_commit()
   if args.quick:
     _paper.quick_compile()  # before JAX starts its backends
   if args.blas_threads > 0:  # read when CMA-ES's first eigh loads OpenBLAS
@@ -838,6 +851,7 @@ def main(argv=None):
       "load_average_start": load_start,
       "load_average_end": list(os.getloadavg()),
       "jax_version": jax.__version__,
+      "library_at_start": commit,
       "summary": summary,
       "table": table,
       "groups": groups,

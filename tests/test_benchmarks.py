@@ -213,6 +213,7 @@ def test_bench_parallel_quick_writes_json_and_resumes(tmp_path):
   assert not (tmp_path / "bench_parallel.partial").exists()  # removed when done
   assert record["command"].startswith("python benchmarks/bench_parallel.py --quick")
   assert record["quick"] is True and record["jax_version"]
+  assert set(record["library_at_start"]) == {"commit", "amc_jax_modified"}
   assert record["machine"]["cpu_count"] >= 1
   assert len(record["load_average_start"]) == 3 and len(record["load_average_end"]) == 3
   has_evosax = importlib.util.find_spec("evosax") is not None
