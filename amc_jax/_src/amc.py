@@ -256,10 +256,9 @@ def propose_and_evaluate(
   # then NaN or inf. (So is the sum of a finite move beyond float range,
   # which is rejected too, harmlessly.) One reduction per leaf: an elementwise
   # test, fused into the loss, was recomputed for every data point.
-  total = sum(
-      jnp.sum(e.astype(jnp.float32) if jnp.result_type(e).itemsize < 4 else e)
-      for e in jax.tree_util.tree_leaves(move)
-  )
+  leaves = jax.tree_util.tree_leaves(move)
+  acc = base.accumulator_dtype(leaves)
+  total = sum(jnp.sum(e.astype(acc)) for e in leaves)
   finite = jnp.isfinite(total)
   # x' = x + select(finite, move, 0) rather than x + move: the caller applies
   # x + (move or 0) to a finished move, and the trial point must round
