@@ -397,7 +397,11 @@ def next_state(
   The accepted and the rejected outcome are the two branches of a
   ``jax.lax.cond`` (under ``vmap`` JAX turns it into a select). With
   ``accept_with="select"`` both are computed and selected with ``where``
-  (for the side-by-side timing in ``benchmarks/bench_step.py``).
+  (for the side-by-side timing in ``benchmarks/bench_step.py``). Measured
+  there (2 CPU cores, interleaved medians, cond / select): one chain 0.94
+  (sine net) and 1.08 (MLP on 60k images); 10 and 100 vmapped chains
+  0.98-1.26, where both are selects and the spread is noise. The cond is
+  kept: it is not measurably slower.
   """
   accepted = decision.accepted
   sigma_rejected, n_reject_rejected, reset = rejected
