@@ -77,6 +77,17 @@ def scan_amc(tx, loss, n_steps, batch_size=None):
   return jax.jit(run)
 
 
+def floor_proposal(key, params):
+  """The floor's move: params + 1e-3 * one flat normal draw, cut into the leaves."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  z = jax.random.normal(key, (sum(x.size for x in leaves),))
+  out, offset = [], 0
+  for x in leaves:
+    out.append(x + 1e-3 * z[offset : offset + x.size].reshape(x.shape))
+    offset += x.size
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def scan_floor(loss, n_steps, batch_size=None):
   """The least any Monte Carlo step of this mode must do, in plain JAX."""
 
@@ -84,13 +95,7 @@ def scan_floor(loss, n_steps, batch_size=None):
     def body(carry, t):
       params, rng, current = carry
       rng, sub = jax.random.split(rng)
-      leaves, treedef = jax.tree_util.tree_flatten(params)
-      z = jax.random.normal(sub, (sum(x.size for x in leaves),))
-      out, offset = [], 0
-      for x in leaves:
-        out.append(x + 1e-3 * z[offset : offset + x.size].reshape(x.shape))
-        offset += x.size
-      proposal = jax.tree_util.tree_unflatten(treedef, out)
+      proposal = floor_proposal(sub, params)
       if batch_size is None:
         proposed = loss(proposal, data)
       else:
@@ -220,13 +225,7 @@ def vmapped_floor(value, params, m, n_steps):
 
   def one(params, key, current):
     key, sub = jax.random.split(key)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    z = jax.random.normal(sub, (sum(x.size for x in leaves),))
-    out, offset = [], 0
-    for x in leaves:
-      out.append(x + 1e-3 * z[offset : offset + x.size].reshape(x.shape))
-      offset += x.size
-    proposal = jax.tree_util.tree_unflatten(treedef, out)
+    proposal = floor_proposal(sub, params)
     proposed = value(proposal)
     accept = proposed <= current
     params = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), proposal, params)
