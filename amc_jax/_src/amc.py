@@ -228,10 +228,29 @@ class Trial(NamedTuple):
   scales: Optional[PyTree]  # signal-norm lambdas at x + move, or None
 
 
-def _trial_point(params: PyTree, move: PyTree) -> PyTree:
-  """``params + move`` with non-finite entries of the move replaced by 0."""
+def _finite(move: PyTree) -> jax.Array:
+  """Whether a move is finite, from one sum per leaf.
+
+  A non-finite entry makes the sum NaN or inf (so does a finite move beyond
+  float range, which is then rejected too, harmlessly). An elementwise test,
+  fused into the loss, was recomputed for every data point.
+  """
+  leaves = jax.tree_util.tree_leaves(move)
+  acc = base.accumulator_dtype(leaves)
+  return jnp.isfinite(sum(jnp.sum(e.astype(acc)) for e in leaves))
+
+
+def _trial_point(params: PyTree, move: PyTree, finite: jax.Array) -> PyTree:
+  """``params + select(finite, move, 0)``, rounded like ``optax.apply_updates``.
+
+  Not a bare x + move: the caller applies x + (move or 0) to a finished move,
+  and the trial point must round exactly like it. A bare x + (mu + sigma * z)
+  lets XLA:CPU contract the multiply and the add into one fused multiply-add
+  (one rounding instead of two), so params + updates would miss the evaluated
+  point by an ulp; the select blocks the contraction.
+  """
   return jax.tree_util.tree_map(
-      lambda x, e: x + jnp.where(jnp.isfinite(e), e, jnp.zeros_like(e)), params, move
+      lambda x, e: x + jnp.where(finite, e, jnp.zeros_like(e)), params, move
   )
 
 
@@ -252,23 +271,9 @@ def propose_and_evaluate(
   """
   move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
   proposals.check_move(move, params)
-  # A non-finite move (from non-finite scales) is never accepted: its sum is
-  # then NaN or inf. (So is the sum of a finite move beyond float range,
-  # which is rejected too, harmlessly.) One reduction per leaf: an elementwise
-  # test, fused into the loss, was recomputed for every data point.
-  leaves = jax.tree_util.tree_leaves(move)
-  acc = base.accumulator_dtype(leaves)
-  total = sum(jnp.sum(e.astype(acc)) for e in leaves)
-  finite = jnp.isfinite(total)
-  # x' = x + select(finite, move, 0) rather than x + move: the caller applies
-  # x + (move or 0) to a finished move, and the trial point must round
-  # exactly like it. A bare x + (mu + sigma * z) lets XLA:CPU contract the
-  # multiply and the add into one fused multiply-add (one rounding instead of
-  # two), so params + updates would miss the evaluated point by an ulp; the
-  # select blocks the contraction.
-  trial_params = jax.tree_util.tree_map(
-      lambda x, e: x + jnp.where(finite, e, jnp.zeros_like(e)), params, move
-  )
+  # A non-finite move (from non-finite scales) is never accepted.
+  finite = _finite(move)
+  trial_params = _trial_point(params, move, finite)
   loss, trial_scales = _evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
   return Trial(move, log_ratio, jnp.where(finite, loss, jnp.nan), trial_scales)
 
@@ -345,7 +350,7 @@ def multiple_try(num_proposals: int) -> Callable[..., tuple[Trial, acceptance.De
       return trial._replace(log_ratio=0.0), decision
     chosen = acceptance.multiple_try_select(select_key, current, trials.loss, log_ratios, temperature)
     trial = _take(trials, chosen)
-    y = _trial_point(params, trial.move)
+    y = _trial_point(params, trial.move, _finite(trial.move))
     references = jax.vmap(trial_at, in_axes=(0, None))(jax.random.split(reference_key, k - 1), y)
     reference_log_ratios = jnp.broadcast_to(
         jnp.asarray(references.log_ratio).astype(dtype), (k - 1,)
