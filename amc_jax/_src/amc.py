@@ -149,7 +149,7 @@ def replace_monte_carlo_states(
 # The step of Section III, one named function per part.
 
 
-def _evaluate(
+def evaluate(
     value_fn: Callable[[PyTree], Any], params: PyTree, signal_norm: bool, what: str
 ) -> tuple[jax.Array, Optional[PyTree]]:
   """``value_fn(params)`` as (loss, scales); scales is None without signal norm."""
@@ -184,13 +184,13 @@ def current_loss(
       loss, scales = acceptance.as_loss(value, "value"), None
     return acceptance.check_current_loss(loss), scales
   if minibatch:
-    loss, scales = _evaluate(value_fn, params, signal_norm, "value_fn(params)")
+    loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
     return acceptance.check_current_loss(loss), scales
 
   # Batch mode: U(x) is known from the previous step, except on the first.
   if base.is_concrete(state.count):  # eager call: plain Python control flow
     if int(state.count) == 0:
-      loss, scales = _evaluate(value_fn, params, signal_norm, "value_fn(params)")
+      loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
       return acceptance.check_current_loss(loss), scales
     return state.loss, state.scales
   # A while loop (trip count 0 or 1) rather than a cond keeps that first
@@ -208,7 +208,7 @@ def current_loss(
     inside = jax.tree_util.tree_map(
         lambda x: jnp.where(trips < 0, jnp.zeros_like(x), x), params
     )
-    loss, scales = _evaluate(value_fn, inside, signal_norm, "value_fn(params)")
+    loss, scales = evaluate(value_fn, inside, signal_norm, "value_fn(params)")
     return jnp.zeros_like(carry[0]), acceptance.checked_in_place(loss), scales, trips + 1
 
   _, loss, scales, _ = lax.while_loop(
@@ -274,7 +274,7 @@ def propose_and_evaluate(
   # A non-finite move (from non-finite scales) is never accepted.
   finite = _finite(move)
   trial_params = _trial_point(params, move, finite)
-  loss, trial_scales = _evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
+  loss, trial_scales = evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
   return Trial(move, log_ratio, jnp.where(finite, loss, jnp.nan), trial_scales)
 
 

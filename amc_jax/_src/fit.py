@@ -28,7 +28,6 @@ import numpy as np
 import optax
 from jax import lax
 
-from amc_jax._src import acceptance
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble as ensemble_lib
@@ -282,10 +281,7 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
     with_scales = any(s.scales is not None for s in amc_lib.monte_carlo_states(opt_state))
 
     def evaluate(p):
-      value = _value_fn(spec, batch)(p)
-      if with_scales:
-        return acceptance.as_loss_and_scales(value, p, "loss_fn(params, batch)")
-      return acceptance.as_loss(value, "loss_fn(params, batch)"), None
+      return amc_lib.evaluate(_value_fn(spec, batch), p, with_scales, "loss_fn(params, batch)")
 
     # A transformation with its own replica axis holds one loss per replica.
     loss, scales = (jax.vmap(evaluate) if spec.replicas else evaluate)(params)

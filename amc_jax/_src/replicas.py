@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amc_jax._src import acceptance
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble
@@ -119,12 +118,10 @@ def _copy(
   fresh = jax.random.split(key, copied.shape[0])
 
   def recache(state: amc_lib.AMCState) -> amc_lib.AMCState:
-    def evaluate(p):
-      if state.scales is not None:
-        return acceptance.as_loss_and_scales(value_fn(p), p, "value_fn(params)")
-      return acceptance.as_loss(value_fn(p), "value_fn(params)"), None
-
-    loss, scales = jax.vmap(evaluate)(landed)
+    with_scales = state.scales is not None
+    loss, scales = jax.vmap(
+        lambda p: amc_lib.evaluate(value_fn, p, with_scales, "value_fn(params)")
+    )(landed)
     state = state._replace(
         key=jnp.where(copied, fresh, state.key),
         loss=jnp.where(copied, loss, state.loss),
