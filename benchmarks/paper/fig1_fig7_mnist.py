@@ -47,6 +47,16 @@ final accuracies or its long-time claims.
   python benchmarks/paper/fig1_fig7_mnist.py            # full (~30 min on 2 busy cores)
   python benchmarks/paper/fig1_fig7_mnist.py --quick    # smoke test, 2000 examples, seconds
 
+``--long`` (Fig. 1 to convergence, ``paper_fig1_long.json``): Metropolis at the
+best sigma of the sweep (3e-2), GD at the best alpha (10) and aMC with Fig. 7a's
+settings, full batch on the first ``--train-examples`` images (default 10,000, a
+fixed subset; all 10,000 test images), side by side in round robin, checkpointed
+with ``amc_jax.save_checkpoint`` after every segment (``--checkpoint-dir``) and
+resumed on a rerun; ``--max-wall`` stops a run, ``--stop-at-plateau`` ends a
+method once its test accuracy gains < 0.5 points over a doubling of steps.
+
+  python benchmarks/paper/fig1_fig7_mnist.py --long --stop-at-plateau --max-wall 1500
+
 ``--quick`` also turns XLA's CPU backend optimisation off (compile time is
 most of a smoke test); the JSON records it.
 """
@@ -617,6 +627,239 @@ def verdict_from(path, no_plot):
   return record
 
 
+# ---------------------------------------------------------------------------
+# Fig. 1 to convergence (--long): MC, GD and aMC side by side, resumable.
+# ---------------------------------------------------------------------------
+
+LONG_NAME = "fig1_long"
+LONG_SIGMAS = (3e-2,)  # best sigma of the committed 500-step sweep
+LONG_ALPHAS = (10.0,)  # best alpha of the committed 500-step sweep
+PLATEAU_POINTS = 0.005  # test accuracy gained over the last doubling of steps
+
+
+def long_segments(total, every):
+  """(length, chunk) per fit call: evaluations denser early (log-like time axis).
+
+  Steps 0-1000 in chunks of 100, 1000-10000 in chunks of 500, then chunks of
+  ``every`` (a multiple of 500), one checkpoint per 10 chunks after 10000.
+  """
+  out, done = [], 0
+  for end, chunk, per in ((1000, 100, 1000), (10_000, 500, 4500), (None, every, 10 * every)):
+    end = total if end is None else min(end, total)
+    while done < end:
+      n = min(per, end - done)
+      c = math.gcd(chunk, n)
+      out.append((n, c))
+      done += n
+  return out
+
+
+def long_methods(args, model, data):
+  """{name: (tx, params [chains], state, loss_fn, values, what)}: the three runs."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import amc_jax
+
+  shapes = param_shapes(model, data[0])
+  plain = lambda p, b: mse(model.apply({"params": p}, b[0]), b[1])
+  out = {}
+  sigmas = np.asarray(args.long_sigmas, np.float32)
+  tx = amc_jax.metropolis(float(sigmas[0]), temperature=0.0, seed=args.seed)
+  params = init_params(shapes, np.random.default_rng(args.seed + 1), std=sigmas, n=len(sigmas))
+  state = amc_jax.init_ensemble(tx, params, jax.random.key(args.seed))
+  state = state._replace(sigma=jnp.asarray(sigmas))
+  out["MC"] = (tx, params, state, plain, [float(v) for v in args.long_sigmas],
+               "amc_jax.metropolis(sigma, temperature=0), init x_i ~ N(0, sigma^2); sigma per chain")
+  alphas = np.asarray(args.long_alphas, np.float32)
+  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=float(alphas[0]))
+  params = init_params(shapes, np.random.default_rng(args.seed + 2), n=len(alphas))
+  state = jax.vmap(tx.init)(params)
+  state.hyperparams["learning_rate"] = jnp.asarray(alphas)
+  out["GD"] = (tx, params, state, plain, [float(v) for v in args.long_alphas],
+               "optax.sgd(alpha), full batch, LeCun-normal kernels and zero biases")
+  tx = amc_jax.amc(AMC_SIGMA0, AMC_EPSILON, AMC_N_RESET, signal_norm=True, seed=args.seed)
+  params = init_params(shapes, np.random.default_rng(args.seed + 3), std=AMC_SIGMA0, n=1)
+  state = _paper.initial_state(tx, params, 1)
+  sn = amc_jax.signal_norm_value_fn(model, mse)
+  out["aMC"] = (tx, params, state, lambda p, b: sn(p, *b), [AMC_SIGMA0],
+                f"amc_jax.amc({AMC_SIGMA0}, epsilon={AMC_EPSILON}, n_reset={AMC_N_RESET},"
+                " signal_norm=True) (Fig. 7a), init x_i ~ N(0, sigma0^2)")
+  return {k: v for k, v in out.items() if k in args.long_methods}
+
+
+def plateau(steps, acc, tol=PLATEAU_POINTS):
+  """(gain of test accuracy from step/2 to the last step, plateaued?) for one chain."""
+  steps, acc = np.asarray(steps), np.asarray(acc)
+  half = np.interp(steps[-1] / 2, steps, acc)
+  gain = float(acc[-1] - half)
+  return gain, bool(gain < tol and steps[-1] >= 2000)
+
+
+def judge_long(runs):
+  per, lines = {}, []
+  for name, r in runs.items():
+    for i, v in enumerate(r["values"]):
+      acc = np.asarray(r["eval"]["test_acc"])[:, i]
+      steps = np.asarray(r["eval_step"])
+      gain, flat = plateau(steps, acc)
+      label = f"{name} {r['hyper']}={v:g}"
+      per[label] = {"steps": int(steps[-1]), "final_test_acc": float(acc[-1]),
+                    "best_test_acc": float(acc.max()), "step_of_best": int(steps[acc.argmax()]),
+                    "final_train_loss": float(np.asarray(r["eval"]["train_loss"])[-1, i]),
+                    "test_acc_gain_last_doubling": gain, "plateaued": flat,
+                    "wall_s": r["wall_s"], "ms_per_step": r["ms_per_step"]}
+  mc = max((v for k, v in per.items() if k.startswith("MC")), key=lambda v: v["final_test_acc"],
+           default=None)
+  gd = max((v for k, v in per.items() if k.startswith("GD")), key=lambda v: v["final_test_acc"],
+           default=None)
+  am = next((v for k, v in per.items() if k.startswith("aMC")), None)
+  res = {"per_run": per}
+  for k, v in per.items():
+    lines.append(f"{k}: {v['final_test_acc']:.2%} test accuracy after {v['steps']} full-batch"
+                 f" steps (best {v['best_test_acc']:.2%} at {v['step_of_best']}; U ="
+                 f" {v['final_train_loss']:.4f}; gain over the last doubling"
+                 f" {100 * v['test_acc_gain_last_doubling']:+.2f} points:"
+                 f" {'plateaued' if v['plateaued'] else 'still rising'})")
+  if mc and gd:
+    gap = gd["final_test_acc"] - mc["final_test_acc"]
+    res["gd_minus_mc_points"] = 100 * gap
+    res["mc_within_2_points_of_gd"] = bool(gap <= 0.02)
+    both_flat = mc["plateaued"] and gd["plateaued"]
+    lines.append(f"GD - MC = {100 * gap:+.2f} points (paper: about +1 on MNIST, 96% vs 95%):"
+                 f" Metropolis {'comes' if gap <= 0.02 else 'does NOT come'} within 2 points"
+                 f" of GD{'' if both_flat else ' (not both plateaued)'}")
+    if am:
+      lines.append(f"aMC (Fig. 7a) - GD = {100 * (am['final_test_acc'] - gd['final_test_acc']):+.2f}"
+                   " points")
+    res["reproduced"] = ("yes" if gap <= 0.02 and both_flat else
+                         "partly" if gap <= 0.02 or both_flat else "no")
+  else:
+    res["reproduced"] = "not judged (MC and GD both needed)"
+  return res, "; ".join(lines) + "."
+
+
+def plot_long(runs, path, title):
+  plt = _paper.pyplot()
+  fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+  colors = {"MC": "C0", "GD": "gray", "aMC": "C2"}
+  for name, r in runs.items():
+    s = np.asarray(r["eval_step"], np.float64)
+    s = np.where(s == 0, 0.7, s)
+    for i, v in enumerate(r["values"]):
+      lab = f"{name} {r['hyper']}={v:g}"
+      ls = "-" if i == 0 else "--"
+      a.semilogx(s, np.asarray(r["eval"]["train_loss"])[:, i], color=colors[name], ls=ls, label=lab)
+      b.semilogx(s, np.asarray(r["eval"]["test_acc"])[:, i], color=colors[name], ls=ls, label=lab)
+  a.set(xlabel="step n = epoch (full batch; 0 drawn at 0.7)", ylabel="training loss U",
+        yscale="log")
+  b.set(xlabel="step n = epoch (full batch)", ylabel="test accuracy C")
+  a.legend(fontsize=8)
+  b.legend(fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def run_long(args):
+  """Fig. 1 (and 7a) to convergence: round robin over the methods, one segment each."""
+  import pathlib
+  import jax
+  import jax.numpy as jnp
+
+  timer = _paper.Timer()
+  xtr, ytr, xte, yte, data_what = load(args)
+  xtr, ytr, xte, yte = map(jnp.asarray, (xtr, ytr, xte, yte))
+  data = (xtr, ytr)
+  model = make_model()
+  _, eval_many = make_metrics(model, xtr, ytr, xte, yte)
+  methods = long_methods(args, model, data)
+  segs = long_segments(args.long_steps, args.long_eval_every)
+  ckdir = pathlib.Path(args.checkpoint_dir)
+  ckdir.mkdir(parents=True, exist_ok=True)
+  json_path, png_path = _paper.paths(args.out_dir, LONG_NAME)
+  hyper = {"MC": "sigma", "GD": "alpha", "aMC": "sigma0"}
+  initial = {name: jax.device_get(eval_many(m[1])) for name, m in methods.items()}
+  state = {name: None for name in methods}
+  finished = {name: False for name in methods}
+  # Round robin: every method advances by one segment in turn, so that a run
+  # stopped by the wall budget leaves all of them at about the same step.
+  for k in range(len(segs)):
+    for name, (tx, params, st, loss_fn, values, _) in methods.items():
+      if finished[name]:
+        continue
+      # One segment more: from the checkpoint of the segments done so far on
+      # the first call (a restart), then from memory.
+      out = _paper.resumable_fit(
+          tx, params, loss_fn, data, segments=segs[: k + 1], checkpoint=ckdir / name,
+          opt_state=st, n_chains=len(values), eval_fn=eval_many, log_every=100,
+          max_wall=args.max_wall, clock=timer, label=name, resume_from=state[name])
+      state[name] = out
+      h = out[2]
+      if out[3] < sum(l for l, _ in segs[: k + 1]):
+        finished[name] = True  # wall budget
+        continue
+      if args.stop_at_plateau and h is not None and "eval" in h:
+        acc = np.asarray(h["eval"]["test_acc"])
+        steps = np.asarray(h["eval_step"])
+        if all(plateau(steps, acc[:, i])[1] for i in range(acc.shape[1])) and steps[-1] >= 10_000:
+          finished[name] = True
+          print(f"{name}: test accuracy plateaued at step {steps[-1]}", flush=True)
+    runs = {}
+    for name, (tx, params, st, loss_fn, values, what) in methods.items():
+      if state[name] is None or state[name][2] is None:
+        continue
+      _, _, h, done, wall = state[name]
+      ev = {kk: np.concatenate([np.asarray(initial[name][kk])[None], np.asarray(v)])
+            for kk, v in h["eval"].items()}
+      runs[name] = {"values": values, "hyper": hyper[name], "what": what, "steps_done": done,
+                    "eval_step": [0] + h["eval_step"].tolist(),
+                    "eval": {kk: v.tolist() for kk, v in ev.items()},
+                    "history_step": h["step"].tolist(),
+                    "history_acceptance": h["acceptance"].tolist(),
+                    "history_sigma": h["sigma"].tolist(),
+                    "wall_s": wall, "ms_per_step": 1e3 * wall / max(done, 1)}
+    res, text = judge_long(runs)
+    complete = all(r["steps_done"] >= args.long_steps or finished[n] for n, r in runs.items())
+    record = {
+        "name": LONG_NAME,
+        "paper": "Whitelam et al. 2022, Fig. 1 (and the aMC run of Fig. 7a) to convergence",
+        "claims": {k: CLAIMS[k] for k in ("fig1a", "fig1b_7a")},
+        "data": data_what,
+        "config": {
+            "mode": "--long", "steps_target": args.long_steps, "paper_steps": 100_000,
+            "stop_at_plateau": args.stop_at_plateau, "plateau_rule":
+                f"test accuracy gained over the last doubling of steps < {PLATEAU_POINTS:g}"
+                " (checked from step 10000 on, every chain of the method)",
+            "segments_length_chunk": segs, "checkpoint_dir": str(ckdir),
+            "max_wall_s": args.max_wall,
+            "methods": {n: m[5] for n, m in methods.items()}, "sigmas": args.long_sigmas,
+            "alphas": args.long_alphas,
+            "why_these_values": ("the best sigma and alpha of the committed 500-step sweep"
+                                 " (paper_fig1_fig7_mnist.json); aMC with Fig. 7a's settings"),
+            "model": "784-16-16-10, tanh hidden, softmax outputs, 13,002 parameters (flax)",
+            "loss": "MSE vs one-hot labels, mean over examples and the 10 outputs",
+            "seed": args.seed,
+        },
+        "complete": complete,
+        "measured": {"runs": runs, **{k: v for k, v in res.items() if k != "reproduced"}},
+        "reproduced": res["reproduced"],
+        "verdict": text,
+        "wall_s": timer(),
+    }
+    _paper.write(json_path, record)
+    if not args.no_plot:
+      plot_long(runs, png_path, f"Fig. 1 to convergence: {data_what['name']},"
+                f" {data_what['train_examples']} training / {data_what['test_examples']} test"
+                " images, full batch")
+    if all(finished.values()):
+      break
+  print(text)
+  print(f"wall {timer():.1f} s")
+  return record
+
+
 def main(argv=None):
   p = _paper.parser(__doc__.split("\n")[0])
   _paper.add_data_dir(p)
@@ -650,6 +893,24 @@ def main(argv=None):
   p.add_argument("--progress", action="store_true", help="print fit's progress lines")
   p.add_argument("--verdict-from", metavar="JSON", default=None,
                  help="only recompute the verdicts and the PNG of a JSON of this script")
+  g = p.add_argument_group("Fig. 1 to convergence (--long; writes paper_fig1_long.json)")
+  g.add_argument("--long", action="store_true",
+                 help="MC at the best sweep sigma, GD at the best alpha and aMC (Fig. 7a) side"
+                      " by side, full batch, checkpointed and resumable")
+  g.add_argument("--long-steps", type=int, default=None,
+                 help="full-batch steps per method (default 100000, the paper's; quick 1200)")
+  g.add_argument("--long-sigmas", type=float, nargs="+", default=list(LONG_SIGMAS))
+  g.add_argument("--long-alphas", type=float, nargs="+", default=list(LONG_ALPHAS))
+  g.add_argument("--long-methods", nargs="+", default=["MC", "GD", "aMC"],
+                 choices=["MC", "GD", "aMC"])
+  g.add_argument("--long-eval-every", type=int, default=None,
+                 help="steps between evaluations after step 10000 (default 2500)")
+  g.add_argument("--checkpoint-dir", default="/tmp/amc_jax_fig1_long",
+                 help="where the resumable checkpoints go (not committed)")
+  g.add_argument("--max-wall", type=float, default=None,
+                 help="stop (checkpointed) after this many seconds; rerun to continue")
+  g.add_argument("--stop-at-plateau", action="store_true",
+                 help="stop a method once its test accuracy has plateaued (from step 10000)")
   args = p.parse_args(argv)
   if args.verdict_from:
     return verdict_from(args.verdict_from, args.no_plot)
@@ -657,6 +918,16 @@ def main(argv=None):
     _paper.quick_compile()  # before JAX starts: it reads XLA_FLAGS once
   import amc_jax
   amc_jax.use_xla_cpu_workaround()  # before any JAX computation
+  if args.long:
+    if args.long_steps is None:
+      args.long_steps = 1200 if args.quick else 100_000
+    if args.long_eval_every is None:
+      args.long_eval_every = 2500
+    if args.train_examples is None:
+      args.train_examples = 2000 if args.quick else 10_000
+    if args.long_eval_every % 500:
+      p.error("--long-eval-every must be a multiple of 500")
+    return run_long(args)
 
   q = args.quick
   defaults = {

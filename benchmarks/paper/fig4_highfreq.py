@@ -21,7 +21,7 @@ faster than GD; for aMC, U decreases fastest for epsilon > 0 and slowest for
 epsilon < 0; U' first becomes small (low frequency learned), then grows as the
 high-frequency part is learned, earliest for epsilon > 0.
 
-  python benchmarks/paper/fig4_highfreq.py              # full: 1e5 steps, 2 seeds
+  python benchmarks/paper/fig4_highfreq.py              # full: 1e6 steps, 1 seed
   python benchmarks/paper/fig4_highfreq.py --quick      # 1000 steps, 1 seed
 """
 
@@ -55,13 +55,17 @@ def segments(steps):
   """(length, chunk) per call of fit: the first 1000 steps in chunks of 10, the rest of 1000.
 
   Every chunk length compiles once per method (seconds each on a busy 2-core
-  machine), so only two are used; U' is evaluated after every chunk.
+  machine), so only two are used; U' is evaluated after every chunk. Runs
+  longer than 1e5 steps go on in calls of at most 1e5 steps (same chunk, no
+  recompilation), so that a long run is spread over several fit calls.
   """
   first = min(steps, 1000)
   out = [(first, math.gcd(10, first))]
-  if steps > first:
-    rest = steps - first
-    out.append((rest, math.gcd(1000, rest)))
+  done = first
+  while done < steps:
+    n = min(steps - done, 99_000 if done == 1000 else 100_000)
+    out.append((n, math.gcd(1000, n)))
+    done += n
   return out
 
 
@@ -71,7 +75,7 @@ def run(args):
   import optax
   import amc_jax
 
-  theta = jnp.linspace(0.0, 1.0, N_POINTS, dtype=jnp.float32)
+  theta = jnp.linspace(0.0, 1.0, N_POINTS, dtype=jnp.float64 if args.x64 else jnp.float32)
   low = jnp.log1p(5.0 * theta)
   f0 = low + 0.1 * jnp.sin(20.0 * jnp.pi * theta)
   data = (theta, f0)
@@ -94,16 +98,27 @@ def run(args):
                                                jnp.mean((net(p, theta) - low) ** 2)])))
   txs = {}
   for e in EPSILONS:
-    txs[method_names()[len(txs)]] = amc_jax.amc(SIGMA0, epsilon=e, n_reset=N_RESET,
+    txs[method_names()[len(txs)]] = amc_jax.amc(SIGMA0, epsilon=e, n_reset=args.n_reset,
                                                  seed=args.seed)
   txs[f"GD, lr {LR:g}"] = optax.sgd(LR)
   txs[f"Adam, lr {LR:g}"] = optax.adam(LR)
+  txs = {n: tx for n, tx in txs.items() if n in args.methods}
 
   segs = segments(args.steps)
   params0 = jax.vmap(init)(jax.random.split(jax.random.key(args.seed), args.seeds))
   u0 = np.asarray(both(params0), np.float64)  # [seeds, 2]
   out = {}
+  import json
+  import pathlib
+  ckdir = pathlib.Path(args.checkpoint_dir) if args.checkpoint_dir else None
   for name, tx in txs.items():
+    # A finished method's record is kept in the checkpoint directory, so an
+    # interrupted run resumes at the next method.
+    done_file = ckdir / (name.replace(" ", "_").replace(",", "") + ".json") if ckdir else None
+    if done_file is not None and done_file.exists():
+      out[name] = json.loads(done_file.read_text())
+      print(f"{name:22s} loaded from {done_file}", flush=True)
+      continue
     t0 = _paper.Timer()
     params, state, done = params0, None, 0
     steps_u, u_rows, acc_rows, sigma_rows = [0], [u0[:, 0]], [], []
@@ -128,8 +143,12 @@ def run(args):
       # fit's loss row of a gradient method is the loss the row's last step
       # started from; the evals are of the params after the step.
       pass
+    sig = np.asarray(sigma_rows, np.float64)  # [rows, seeds]
+    acc = np.asarray(acc_rows, np.float64)
+    rows = np.asarray(steps_u[1:])
     out[name] = {
         "wall_s": wall,
+        "us_per_step": 1e6 * wall / args.steps,
         "eval_step": eval_steps,
         "U": ev[:, :, 0].T.tolist(),
         "U_pseudo": ev[:, :, 1].T.tolist(),
@@ -142,6 +161,26 @@ def run(args):
         "mean_acceptance": (float(np.nanmean(acc_rows)) if "aMC" in name else None),
         "final_sigma": (np.asarray(sigma_rows[-1]).tolist() if "aMC" in name else None),
     }
+    if "aMC" in name:
+      # sigma and acceptance along the run (Fig. 4's diagnosis): about 300
+      # points, log-spaced in step; the acceptance is the mean over the
+      # logged windows between two points.
+      pick = np.unique(np.geomspace(1, len(rows), 300).astype(int) - 1)
+      edges = np.concatenate([[0], pick + 1])
+      out[name]["trajectory"] = {
+          "step": rows[pick].tolist(),
+          "sigma": sig[pick].T.tolist(),
+          "acceptance": np.stack([np.nanmean(acc[a:b], axis=0)
+                                  for a, b in zip(edges[:-1], edges[1:])]).T.tolist(),
+          "U": np.asarray(u_rows[1:], np.float64)[pick].T.tolist(),
+      }
+      out[name]["first_step_sigma_below"] = {
+          f"{t:g}": [int(rows[np.argmax(sig[:, j] < t)]) if (sig[:, j] < t).any() else None
+                     for j in range(sig.shape[1])] for t in (1e-2, 1e-3, 1e-4, 1e-6, 1e-9)}
+      out[name]["resets"] = np.round(np.log(sig[-1] / SIGMA0) / np.log(0.95)).astype(int).tolist()
+    if done_file is not None:
+      done_file.parent.mkdir(parents=True, exist_ok=True)
+      done_file.write_text(json.dumps(_paper._common.jsonable(out[name])))
     print(f"{name:22s} final U " + ", ".join(f"{v:.3e}" for v in ev[-1, :, 0])
           + "  U' " + ", ".join(f"{v:.3e}" for v in ev[-1, :, 1]) + f"  ({wall:.1f} s)",
           flush=True)
@@ -167,8 +206,31 @@ def first_below(r, thr):
   return int(steps[i[0]]) if i.size else None
 
 
+def summarize_subset(out, steps):
+  """The numbers of a run of some of the methods (a probe): no ordering verdict."""
+  final = {n: float(np.median(r["final_U"])) for n, r in out.items()}
+  up = {}
+  for n, r in out.items():
+    m = np.median(np.asarray(r["U_pseudo"], np.float64), axis=0)
+    i = int(np.argmin(m))
+    up[n] = {"min_U_pseudo": float(m[i]), "at_step": int(r["eval_step"][i]),
+             "final_U_pseudo": float(m[-1]), "rose_after_min": bool(m[-1] > 2 * m[i])}
+  learned = {n: final[n] < 0.0025 for n in out}
+  head = "PROBE (not all five methods)"
+  text = (f"{head}: after {steps} steps, median final U: "
+          + "; ".join(f"{n} {final[n]:.2e} (U' min {up[n]['min_U_pseudo']:.1e} at"
+                      f" n={up[n]['at_step']}, final {up[n]['final_U_pseudo']:.1e})"
+                      for n in out)
+          + "; learned the sine (U < 0.0025): "
+          + (", ".join(n for n in out if learned[n]) or "none") + ".")
+  return {"median_final_U": final, "U_pseudo_min_and_final": up,
+          "learned_high_frequency_final_U_below_0.0025": learned}, head, text
+
+
 def summarize(out, steps):
   names = method_names()
+  if set(out) != set(names):
+    return summarize_subset(out, steps)
   marks = [10 ** k for k in range(1, 8) if 10 ** k <= steps]
   if steps not in marks:
     marks.append(steps)
@@ -244,8 +306,20 @@ def summarize(out, steps):
 
 def plot(out, path):
   plt = _paper.pyplot()
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
   colors = dict(zip(method_names(), ["C0", "C1", "C2", "0.5", "C4"]))
+  for name, r in out.items():
+    t = r.get("trajectory")
+    if t:
+      for i, (sg, ac) in enumerate(zip(t["sigma"], t["acceptance"])):
+        lab = name if i == 0 else None
+        axes[3].plot(t["step"], sg, color=colors[name], lw=1.2, label=lab)
+        axes[3].plot(t["step"], np.maximum(np.asarray(ac, np.float64), 1e-12),
+                     color=colors[name], lw=0.7, ls=":")
+  axes[3].set(xscale="log", yscale="log", xlabel="step n",
+              title="(diagnosis) aMC sigma (solid) and acceptance (dotted)")
+  axes[3].legend(fontsize=7)
+  axes = axes[:3]
   for name, r in out.items():
     s = np.asarray(r["eval_step"], np.float64)
     s = np.where(s == 0, 0.7, s)
@@ -271,21 +345,33 @@ def plot(out, path):
 
 def main(argv=None):
   p = _paper.parser(__doc__.split("\n")[0])
-  p.add_argument("--steps", type=int, default=None, help="default 100000 (quick: 1000)")
-  p.add_argument("--seeds", type=int, default=None, help="default 2 (quick: 1)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="default 1000000, the paper's (quick: 1000)")
+  p.add_argument("--seeds", type=int, default=None, help="default 1 (quick: 1)")
   p.add_argument("--seed", type=int, default=0, help="init key and aMC seed")
+  p.add_argument("--methods", nargs="+", default=None, choices=method_names(),
+                 metavar="METHOD", help="a subset of the five (a probe; default all)")
+  p.add_argument("--n-reset", type=int, default=N_RESET, help=f"aMC n_s (paper {N_RESET})")
+  p.add_argument("--x64", action="store_true", help="float64 (probe of float32 resolution)")
+  p.add_argument("--name", default=NAME, help=f"JSON/PNG name paper_<name> (default {NAME})")
+  p.add_argument("--checkpoint-dir", default=None,
+                 help="keep each finished method's record here; a rerun skips them")
   args = p.parse_args(argv)
+  if args.x64:
+    import jax
+    jax.config.update("jax_enable_x64", True)
   import amc_jax
   amc_jax.use_xla_cpu_workaround()  # before any JAX computation
   if args.steps is None:
-    args.steps = 1000 if args.quick else 100_000
+    args.steps = 1000 if args.quick else 1_000_000
   if args.seeds is None:
-    args.seeds = 1 if args.quick else 2
+    args.seeds = 1
+  args.methods = args.methods or method_names()
   timer = _paper.Timer()
   out = run(args)
   summary, head, text = summarize(out, args.steps)
   wall = timer()
-  json_path, png_path = _paper.paths(args.out_dir, NAME)
+  json_path, png_path = _paper.paths(args.out_dir, args.name)
   if not args.no_plot:
     plot(out, png_path)
   record = {
@@ -297,7 +383,9 @@ def main(argv=None):
           "init": f"every weight and bias ~ N(0, {SIGMA0}^2)", "sigma0": SIGMA0,
           "n_reset": N_RESET, "epsilons": EPSILONS, "gd_lr": LR, "adam_lr": LR,
           "steps": args.steps, "paper_steps": 1_000_000, "seeds": args.seeds,
-          "seed": args.seed, "dtype": "float32", "mode": "full batch, zero temperature",
+          "seed": args.seed, "dtype": "float64" if args.x64 else "float32",
+          "mode": "full batch, zero temperature", "methods": args.methods,
+          "n_reset_used": args.n_reset,
           "segments_length_chunk": segments(args.steps),
           "how": ("amc_jax.fit for the first 1000 steps (chunks of 10), then once more for"
                   " the rest (chunks of 1000), continuing from the params and opt_state;"
@@ -305,9 +393,7 @@ def main(argv=None):
                   " current params evaluated by eval_fn at the end of every chunk;"
                   " n_chains=seeds, the same initial nets for every method"),
           "steps_note": (None if args.steps >= 1_000_000 else
-                         f"{args.steps} steps instead of the paper's 1e6: 1e6 steps x 5"
-                         " methods does not fit the 8-minute budget on 2 shared CPU cores"
-                         " (~0.4-1 ms per step here)"),
+                         f"{args.steps} steps instead of the paper's 1e6"),
       },
       "measured": {"summary": summary,
                    "per_method": {n: {k: v for k, v in r.items()

@@ -122,6 +122,24 @@ def parse_args(argv=None):
   p.add_argument("--seed", type=int, default=0, help="base seed (inits, minibatches, aMC keys)")
   p.add_argument("--plot-from", type=pathlib.Path, default=None,
                  help="only redraw the plot of this JSON (as the same name with .png)")
+  p.add_argument("--pool", type=int, choices=(1, 2, 4), default=None,
+                 help="--data mnist: average-pool 28x28 images by this factor (1: the paper's "
+                      "784-pixel sequences; default 2, quick 4)")
+  p.add_argument("--binarise-above", type=float, default=127.0,
+                 help="--data mnist: pixel (0-255) threshold (default 127; the authors' "
+                      "mnist_rnn.py uses x > 0.25, i.e. 63.75)")
+  p.add_argument("--runs", nargs="+", default=None,
+                 choices=("gd", "adam", "adam_fan_in", "amc_sigma1e-2", "amc_sigma1e-3"),
+                 help="a subset of the runs (default all)")
+  p.add_argument("--name", default=NAME, help=f"JSON/PNG name paper_<name> (default {NAME})")
+  p.add_argument("--checkpoint-dir", type=pathlib.Path, default=None,
+                 help="run each method in segments of --segment-steps, checkpointed here "
+                      "(amc_jax.save_checkpoint) and resumed on a rerun; minibatches then "
+                      "come from fold_in(seed, segment)")
+  p.add_argument("--segment-steps", type=int, default=5000,
+                 help="steps per checkpointed segment (a multiple of --eval-every)")
+  p.add_argument("--max-wall", type=float, default=None,
+                 help="with --checkpoint-dir: stop (checkpointed) after this many seconds")
   args = p.parse_args(argv)
   full = dict(steps=5000, steps_paper_sigma=60000, seeds=4, seeds_paper_sigma=2, grad_seeds=2,
               gd_lrs=[1e-2, 1e-1, 1.0], adam_lrs=[1e-4, 1e-2, 1e-1], eval_every=250)
@@ -135,6 +153,11 @@ def parse_args(argv=None):
   for name in ("steps", "steps_paper_sigma"):
     if getattr(args, name) % args.eval_every:
       p.error(f"--{name.replace('_', '-')} must be a multiple of --eval-every")
+  if args.segment_steps % args.eval_every:
+    p.error("--segment-steps must be a multiple of --eval-every")
+  if args.pool is None:
+    args.pool = 4 if args.quick else 2
+  args.runs = args.runs or ["gd", "adam", "adam_fan_in", "amc_sigma1e-2", "amc_sigma1e-3"]
   return args
 
 
@@ -179,15 +202,18 @@ def load_data(args) -> dict:
     if split == "train":
       sel = np.random.default_rng(args.seed).permutation(len(images))[: args.mnist_train]
       images, labels = images[sel], labels[sel]
-    if args.quick:  # 7x7: sequences of 49
-      pooled = images.reshape(-1, 7, 4, 7, 4).mean(axis=(2, 4))
-    else:
-      pooled = images.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))
-    out[f"x_{split}"] = (pooled > 127).reshape(len(images), -1).astype(np.int32)
+    k = args.pool  # 4: 7x7, sequences of 49; 2: 14x14 (196); 1: 28x28 (784, the paper's)
+    n = 28 // k
+    pooled = images.reshape(-1, n, k, n, k).mean(axis=(2, 4))
+    out[f"x_{split}"] = (pooled > args.binarise_above).reshape(len(images), -1).astype(np.int32)
     out[f"y_{split}"] = labels
-  side = "7x7 (pooled 4x4)" if args.quick else "14x14 (pooled 2x2)"
-  desc = (f"MNIST-format IDX files in {directory}, classes 0/1, 28x28 average-pooled to {side}, "
-          f"binarised (> 127); {len(out['x_train'])} training images (random, seed {args.seed}), "
+  side = f"{n}x{n}" + (f" (pooled {k}x{k})" if k > 1 else " (not pooled)")
+  fashion = "fashion" in str(directory).lower()
+  desc = (f"MNIST-format IDX files in {directory}"
+          + (" (Fashion-MNIST: classes 0/1 are T-shirt/top vs trouser, not digits)" if fashion
+             else "")
+          + f", classes 0/1, 28x28 -> {side}, binarised (> {args.binarise_above:g}); "
+          f"{len(out['x_train'])} training images (random, seed {args.seed}), "
           f"all {len(out['x_test'])} test images of the two classes")
   return dict(source=str(directory), description=desc, **out)
 
@@ -319,19 +345,36 @@ def main(argv=None):
   log_every = math.gcd(args.eval_every, 50)
   runs = {}
 
+  clock = _paper.Timer()
+
   def run(name, tx, params, steps, chain_info, opt_state=None, kind="gradient", **config):
+    if name not in args.runs:
+      return
     t = _paper.Timer()
     first = jax.device_get(evaluate(params))
-    result = amc_jax.fit(tx, params, loss_fn, train, steps=steps, batch_size=args.batch_size,
-                         key=args.seed, opt_state=opt_state, n_chains=len(chain_info),
-                         log_every=log_every, eval_fn=evaluate, eval_every=args.eval_every,
-                         progress=False)
-    h = result.history
+    if args.checkpoint_dir is not None:
+      seg = args.segment_steps
+      segs = [(min(seg, steps - i), args.eval_every) for i in range(0, steps, seg)]
+      *_, h, done, compute = _paper.resumable_fit(
+          tx, params, loss_fn, train, segments=segs, checkpoint=args.checkpoint_dir / name,
+          opt_state=opt_state, n_chains=len(chain_info), key=args.seed, log_every=log_every,
+          eval_fn=evaluate, batch_size=args.batch_size, max_wall=args.max_wall, clock=clock,
+          label=name)
+      if h is None:
+        return
+      steps = done
+    else:
+      result = amc_jax.fit(tx, params, loss_fn, train, steps=steps, batch_size=args.batch_size,
+                           key=args.seed, opt_state=opt_state, n_chains=len(chain_info),
+                           log_every=log_every, eval_fn=evaluate, eval_every=args.eval_every,
+                           progress=False)
+      h = result.history
+      compute = None
     ev = {k: np.concatenate([np.asarray(first[k])[None], np.asarray(v)]) for k, v in h["eval"].items()}
     eval_steps = np.concatenate([[0], h["eval_step"]])
     rec = {
         "kind": kind, "steps": steps, "chains": chain_info, **config,
-        "wall_s": t(),
+        "wall_s": t() if compute is None else compute,
         "eval_step": eval_steps,
         "train_loss": ev["train_loss"].T,  # [chains, evals], full training set
         "grad_norm": ev["grad_norm"].T,
@@ -387,9 +430,10 @@ def main(argv=None):
         call=f"amc_jax.amc({sigma0}, {EPSILON}, {N_RESET}, minibatch=True, seed={args.seed})")
 
   wall = timer()
-  verdict = make_verdict(runs, length, args)
+  verdict = (make_verdict(runs, length, args) if set(runs) == set(_ALL_RUNS)
+             else make_verdict_subset(runs, length, args))
   print(verdict)
-  json_path, png_path = _paper.paths(args.out_dir, NAME)
+  json_path, png_path = _paper.paths(args.out_dir, args.name)
   record = {
       "name": NAME,
       "paper_claim": PAPER_CLAIM,
@@ -411,6 +455,11 @@ def main(argv=None):
           "trained_threshold": TRAINED,
           "dtype": "float32",
           "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "runs": args.runs, "pool": args.pool if args.data == "mnist" else None,
+          "binarise_above": args.binarise_above if args.data == "mnist" else None,
+          "segments": (None if args.checkpoint_dir is None else
+                       f"fit in checkpointed segments of {args.segment_steps} steps; segment i"
+                       f" draws minibatches from fold_in(key {args.seed}, i)"),
           "deviations_from_paper": (
               "reduced size for 2 CPU cores: sklearn digits (or pooled MNIST-format data) instead of "
               "784-pixel MNIST, sequence length " + str(length) + f", {args.layers} layer(s) of "
@@ -435,6 +484,38 @@ def main(argv=None):
 
 
 _ARRAYS = ("eval_step", "train_loss", "grad_norm", "test_acc", "wh0_rms")
+_ALL_RUNS = ("gd", "adam", "adam_fan_in", "amc_sigma1e-2", "amc_sigma1e-3")
+
+
+def make_verdict_subset(runs: dict, length: int, args) -> str:
+  """The verdict of a run of some of the methods: per run, who trained and Fig. 5c."""
+  parts = [("quick smoke test, not evidence: " if args.quick else "")
+           + f"Sequence length {length}, {args.layers}x{args.hidden} tanh RNN, minibatch "
+           f"{args.batch_size}; runs {sorted(runs)} only."]
+  for name, r in runs.items():
+    acc = np.asarray(r["best_test_acc"])
+    n_ok = int(np.sum(acc >= TRAINED))
+    g = np.asarray(r["grad_norm"], np.float64)
+    line = (f"{name} ({r['init']} init, {r['steps']} steps): {n_ok} of {len(acc)} chains reach "
+            f"{TRAINED:.0%} (best-checkpoint test accuracy "
+            + ", ".join(f"{a:.3f}" for a in acc) + "; final "
+            + ", ".join(f"{a:.3f}" for a in r["final_test_acc"]) + ")")
+    if r["kind"] == "amc":
+      wh = np.asarray(r["wh0_rms"], np.float64)
+      line += (f"; mean acceptance {np.mean(r['mean_acceptance']):.2f}; RMS recurrent weight "
+               f"{np.mean(wh[:, 0]):.1e} -> {np.mean(wh[:, -1]):.1e} (memory needs ~1/sqrt(H) = "
+               f"{1 / math.sqrt(args.hidden):.2f}); |grad U| {np.nanmedian(g[:, 0]):.1e} at the "
+               f"start, max {np.nanmax(np.where(np.isfinite(g), g, np.nan)):.1e}")
+    parts.append(line + ".")
+  amc = [n for n in runs if runs[n]["kind"] == "amc"]
+  grad = [n for n in runs if runs[n]["kind"] != "amc" and runs[n]["init"] == "paper"]
+  amc_ok = any(np.max(runs[n]["best_test_acc"]) >= TRAINED for n in amc)
+  grad_fail = all(np.max(runs[n]["best_test_acc"]) < TRAINED for n in grad)
+  if amc and grad:
+    parts.append("aMC trains where GD/Adam from the same init do not." if amc_ok and grad_fail
+                 else "GD/Adam from the paper's init fail, and aMC has not (yet) trained in "
+                      "these steps." if grad_fail else "Not reproduced in this configuration.")
+  return " ".join(parts)
 
 
 def _floats(value):
@@ -516,6 +597,8 @@ def plot(runs: dict, length: int, path: pathlib.Path) -> None:
       axes[0].plot(steps, rec["train_loss"][i], lw=lw, label=lab, **st)
       axes[1].plot(steps, rec["test_acc"][i], lw=lw, label=lab, **st)
   for name in ("amc_sigma1e-2", "amc_sigma1e-3"):
+    if name not in runs:
+      continue
     rec = runs[name]
     st = dict(styles[name])
     label = st.pop("label")
