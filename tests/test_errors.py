@@ -234,3 +234,29 @@ def test_infinite_current_loss_accepts_any_finite_proposal():
   updates, state = tx.update(None, tx.init(x), x, value_fn=loss)
   assert bool(state.info.accepted)
   assert bool(jnp.isfinite(state.loss))
+
+
+def test_nan_current_loss_under_jit_prints_its_message_once(tmp_path):
+  """What a user sees from an uncaught NaN error in a jitted step: the message once.
+
+  jax's pure_callback also logs a callback's exception before re-raising it in
+  a JaxRuntimeError; the library drops that log record for its own error.
+  """
+  import subprocess
+  import sys
+
+  script = tmp_path / "nan_step.py"
+  script.write_text(
+      "import jax, jax.numpy as jnp, optax, amc_jax\n"
+      "amc_jax.use_xla_cpu_workaround()\n"
+      "tx = amc_jax.amc(0.1, seed=0)\n"
+      "x = jnp.ones(3)\n"
+      "loss = lambda p: jnp.where(jnp.all(p == 1.0), jnp.nan, jnp.sum(p))\n"
+      "step = jax.jit(lambda p, s: tx.update(None, s, p, value_fn=loss))\n"
+      "jax.block_until_ready(step(x, tx.init(x)))\n"
+  )
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  output = proc.stdout + proc.stderr
+  assert output.count("the loss of the current params is nan") == 1, output[-4000:]
+  assert "jax.pure_callback failed" not in output

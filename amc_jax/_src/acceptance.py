@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -71,6 +72,16 @@ def metropolis_decision(
 
   Returns:
     A :class:`Decision`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, amc_jax
+    >>> key = jax.random.key(0)
+    >>> d = amc_jax.metropolis_decision(key, jnp.float32(1.0), jnp.float32(0.5), jnp.float32(0.0))
+    >>> bool(d.accepted), float(d.acceptance_probability)   # downhill: always accepted
+    (True, 1.0)
+    >>> d = amc_jax.metropolis_decision(key, jnp.float32(1.0), jnp.float32(2.0), jnp.float32(0.5))
+    >>> round(float(d.acceptance_probability), 4)            # uphill at T = 0.5: exp(-1 / 0.5)
+    0.1353
   """
   finite = jnp.isfinite(proposed_loss)
   delta = proposed_loss - current_loss
@@ -253,12 +264,28 @@ def evaluate_with_scales(
   return as_loss_and_scales(value_fn(params), params, what)
 
 
+_BAD_CURRENT_LOSS = "amc_jax: the loss of the current params is nan (or -inf)"
+
+
+def _not_our_error(record: logging.LogRecord) -> bool:
+  # jax's pure_callback logs every exception of a callback with its traceback
+  # ("jax.pure_callback failed") and then raises it again inside a
+  # JaxRuntimeError, so an uncaught NaN error printed its message twice. The
+  # JaxRuntimeError already carries the message and the traceback; drop the
+  # log record for this one error (other callbacks' records are untouched).
+  exc = record.exc_info[1] if record.exc_info else None
+  return not (isinstance(exc, FloatingPointError) and str(exc).startswith(_BAD_CURRENT_LOSS))
+
+
+logging.getLogger("jax._src.callback").addFilter(_not_our_error)
+
+
 def _raise_bad_current_loss(bad):
   """Host side of the guard: raises if any loss is bad, else returns "not bad"."""
   bad = np.asarray(bad)
   if np.any(bad):
     raise FloatingPointError(
-        "amc_jax: the loss of the current params is nan (or -inf); a Monte"
+        _BAD_CURRENT_LOSS + "; a Monte"
         " Carlo step needs a finite current loss to compare proposals against"
         " (check the initial params, the data of this step, or the value="
         " argument)."

@@ -40,6 +40,14 @@ class AMCInfo(NamedTuple):
       downhill move, 0 for a rejected uphill move at T = 0 or a non-finite U(x').
     reset: bool, whether this step hit ``n_reset`` consecutive rejections, so
       that sigma shrank and mu was zeroed.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.amc(sigma0=0.1, seed=0)
+    >>> params = jnp.zeros(3)                  # the minimum of sum(x**2): every move is uphill
+    >>> _, state = tx.update(None, tx.init(params), params, value_fn=lambda x: jnp.sum(x**2))
+    >>> bool(state.info.accepted), float(state.info.acceptance_probability)
+    (False, 0.0)
   """
 
   accepted: jax.Array
@@ -70,6 +78,17 @@ class AMCState(NamedTuple):
     scales: with ``signal_norm=True``, the signal-norm multipliers
       lambda_i (Eq. 18) of the current params, a pytree like them
       (ones until the first step), cached with ``loss``; ``None`` otherwise.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.amc(sigma0=0.1, seed=0)
+    >>> params = jnp.zeros(3)
+    >>> state = tx.init(params)
+    >>> float(state.loss), int(state.count)    # the loss is not known before the first step
+    (inf, 0)
+    >>> _, state = tx.update(None, state, params, value_fn=lambda x: jnp.sum((x - 1.0) ** 2))
+    >>> int(state.count), round(float(state.sigma), 6), state.mu.shape
+    (1, 0.1, (3,))
   """
 
   key: jax.Array

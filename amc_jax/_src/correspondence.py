@@ -49,6 +49,14 @@ def normalize_by_global_norm() -> optax.GradientTransformation:
 
   Returns:
     A stateless ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.normalize_by_global_norm()
+    >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}   # global norm 5
+    >>> updates, _ = tx.update(grads, tx.init(grads))
+    >>> round(float(updates["a"][0]), 6), round(float(updates["b"][0]), 6)
+    (0.6, 0.8)
   """
 
   def init_fn(params):
@@ -125,6 +133,13 @@ def drift_per_step(sigma: base.Scalar, temperature: base.Scalar = 0.0) -> float:
   :math:`T > 0` (Eq. 3). This is that factor: the learning rate of
   :func:`equivalent_gradient_descent`, and the time :math:`t = \alpha t_{gd}`
   that one Monte Carlo step advances in :func:`correspondence`.
+
+  Examples:
+    >>> import math, amc_jax
+    >>> math.isclose(amc_jax.drift_per_step(0.1), 0.1 / math.sqrt(2 * math.pi))  # T = 0
+    True
+    >>> round(amc_jax.drift_per_step(0.1, temperature=0.5), 12)  # T > 0: sigma**2 / (2 T)
+    0.01
   """
   base.check_positive("sigma", sigma)
   t = _check_static_temperature(temperature)
@@ -197,6 +212,13 @@ class CorrespondenceResult(NamedTuple):
       accepted, over all chains (NaN at t = 0).
     gd_steps_per_mc_step: :math:`\lambda = \tau/\alpha`.
     learning_rate: :math:`\alpha` of the gradient descent.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> r = amc_jax.correspondence(lambda x: jnp.sum(x**2), jnp.ones(3), sigma=0.01,
+    ...                            n_chains=16, mc_steps=20, n_records=4, n_kept=2)
+    >>> r.time.shape, r.delta.shape, r.mc_mean.shape, r.mc_chains.shape
+    ((5,), (5,), (5, 3), (5, 2, 3))
   """
 
   time: np.ndarray

@@ -117,6 +117,14 @@ class FitResult(NamedTuple):
     best_chain: for an ensemble, the index of the chain with the lowest final
       logged loss (all chains see the same minibatches, so the comparison is
       fair); ``None`` for a single chain. See :func:`select_chain`.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> result = amc_jax.fit(amc_jax.amc(0.1, seed=0), jnp.zeros(2),
+    ...                      lambda x: jnp.sum((x - 1.0) ** 2), steps=100, log_every=25,
+    ...                      progress=False)
+    >>> sorted(result.history), result.history["loss"].shape, result.best_chain
+    (['acceptance', 'batch_size', 'loss', 'sigma', 'step'], (4,), None)
   """
 
   params: PyTree

@@ -96,6 +96,14 @@ class AcceptanceByLoss(NamedTuple):
     stderr: ``[B]`` binomial standard error ``sqrt(rate (1 - rate) / count)``,
       which treats the moves as independent: an underestimate where
       consecutive acceptances are correlated.
+
+  Examples:
+    >>> import numpy as np, amc_jax
+    >>> loss = np.array([1.0, 1.0, 0.1, 0.1])
+    >>> accepted = np.array([True, True, True, False])
+    >>> profile = amc_jax.acceptance_by_loss(loss, accepted, bins=[0.05, 0.5, 5.0])
+    >>> profile.rate.tolist(), profile.count.tolist()
+    ([0.5, 1.0], [2.0, 2.0])
   """
 
   edges: np.ndarray
@@ -195,6 +203,13 @@ class LineProbe(NamedTuple):
   Attributes:
     alpha: ``[num]`` positions on the line; 0 is ``start`` and 1 is ``end``.
     loss: ``[num]`` the loss at ``(1 - alpha) start + alpha end``.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> probe = amc_jax.loss_along_line(lambda x: jnp.sum(x**2), jnp.array([-1.0]),
+    ...                                 jnp.array([1.0]), num=3)
+    >>> probe.alpha.tolist(), probe.loss.tolist()
+    ([0.0, 0.5, 1.0], [1.0, 0.0, 1.0])
   """
 
   alpha: np.ndarray

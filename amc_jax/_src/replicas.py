@@ -152,6 +152,13 @@ class ReplicaExchangeState(NamedTuple):
     swap_attempts: int32 ``[R - 1]``: swaps tried between temperatures ``i``
       and ``i + 1``.
     swap_accepts: int32 ``[R - 1]``: swaps accepted between them.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.replica_exchange(amc_jax.metropolis(0.5), temperatures=(0.1, 1.0, 10.0))
+    >>> state = tx.init(jnp.zeros((3, 1)))     # 3 replicas of 1 parameter
+    >>> state.temperature_index.tolist(), state.swap_acceptance.shape
+    ([0, 1, 2], (2,))
   """
 
   inner: PyTree
@@ -345,6 +352,13 @@ def coldest_replica(params: PyTree, state: ReplicaExchangeState) -> PyTree:
 
   Returns:
     One replica's params.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.replica_exchange(amc_jax.metropolis(0.5), temperatures=(0.1, 1.0))
+    >>> params = jnp.array([[1.0], [2.0]])     # replica 0 starts at T = 0.1
+    >>> amc_jax.coldest_replica(params, tx.init(params))
+    Array([1.], dtype=float32)
   """
   found = [
       s for s in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, ReplicaExchangeState))
@@ -370,6 +384,13 @@ class PopulationState(NamedTuple):
     n_cloned: total number of chains replaced by clones so far.
     source: int32 ``[M]``: at the last cloning, chain ``r`` became a copy of
       chain ``source[r]`` (``r`` itself if it was kept).
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.population(amc_jax.amc(0.1), every=10, fraction=0.5)
+    >>> state = tx.init(jnp.zeros((4, 2)))     # 4 chains of 2 parameters
+    >>> int(state.n_cloned), state.source.tolist()
+    (0, [0, 1, 2, 3])
   """
 
   inner: PyTree
@@ -498,6 +519,14 @@ class PopulationAnnealingState(NamedTuple):
     temperature: the temperature of the next step.
     source: int32 ``[M]``: at the last resampling, slot ``r`` received a copy
       of replica ``source[r]``.
+
+  Examples:
+    >>> import jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.population_annealing(amc_jax.metropolis(0.5), temperatures=(2.0, 1.0),
+    ...                                   steps_per_temperature=5)
+    >>> state = tx.init(jnp.zeros((8, 1)))     # 8 replicas of 1 parameter
+    >>> int(state.stage), float(state.temperature), float(state.log_z)
+    (0, 2.0, 0.0)
   """
 
   inner: PyTree

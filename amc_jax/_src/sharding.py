@@ -215,6 +215,15 @@ def shard_replicas(
 
   Returns:
     ``(params, state)``, placed.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, amc_jax
+    >>> tx = amc_jax.replica_exchange(amc_jax.metropolis(0.3), temperatures=(0.5, 1.0))
+    >>> params = jnp.zeros((2, 3))              # 2 replicas of 3 parameters
+    >>> mesh = amc_jax.device_mesh("chains")    # all devices (one CPU here)
+    >>> params, state = amc_jax.shard_replicas(params, tx.init(params), mesh)
+    >>> params.sharding.spec == jax.sharding.PartitionSpec("chains")
+    True
   """
   n_devices = _axis_size(mesh, axis_name, auto=True)
   n = base.leading_size(params, "params", "to shard")

@@ -44,7 +44,25 @@ _UNSUPPORTED_MODES = ("warn", "error", "ignore")
 
 
 class SignalNormWarning(UserWarning):
-  """Some parameters got lambda = 1 because no signal-norm rule covers them."""
+  """Some parameters got lambda = 1 because no signal-norm rule covers them.
+
+  Examples:
+    An ``Embed`` table has no signal-norm rule, so it keeps lambda = 1 and is
+    named in this warning:
+
+    >>> import warnings, flax.linen as nn, jax, jax.numpy as jnp, amc_jax
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, tokens):
+    ...     return nn.Dense(1)(nn.Embed(10, 4)(tokens))
+    >>> model, tokens = Net(), jnp.zeros(3, jnp.int32)
+    >>> params = model.init(jax.random.key(0), tokens)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...   warnings.simplefilter("always")
+    ...   _, lambdas = amc_jax.signal_norm_apply(model, params, tokens)
+    >>> caught[0].category.__name__, float(lambdas["params"]["Embed_0"]["embedding"].max())
+    ('SignalNormWarning', 1.0)
+  """
 
 
 # ---------------------------------------------------------------------------

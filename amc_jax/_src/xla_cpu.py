@@ -138,6 +138,17 @@ def use_xla_cpu_workaround() -> bool:
     True if nothing is needed, or if the flag is (now) in ``XLA_FLAGS`` in
     time to take effect; False if it is needed but JAX's backends had
     already started.
+
+  Examples:
+    First thing in a program, before any JAX computation:
+
+    >>> import amc_jax
+    >>> def main():
+    ...   amc_jax.use_xla_cpu_workaround()
+    ...   import jax, jax.numpy as jnp
+    ...   return float(jax.jit(lambda x: jnp.sum(x @ jnp.ones((5, 32))))(jnp.ones((256, 5))))
+    >>> main()                                   # 256 * 32 * 5, also on an affected jaxlib
+    40960.0
   """
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
 
