@@ -140,7 +140,15 @@ def test_fig2_study_quick(tmp_path):
     # Leaving out the reset runs can only raise the acceptance.
     assert last["A_outside_reset_runs"] >= last["A_per_step"] - 1e-12
   assert variants["MC"]["last_quarter"]["resets_per_1000_steps"] == 0
-  assert set(r["checks"]) == {"floor_set_by_n_s", "aMC_A_flat_below_U_3e-3"}
+  assert set(r["checks"]) == {"floor_set_by_n_s", "counting_does_not_change_it",
+                              "paper_n_s_flat_once_at_floor", "n_s_10_flat_over_all_losses",
+                              "paper_aMC_above_MC_at_same_loss"}
+  assert isinstance(r["reproduced"], str) and len(r["verdict"]) > 200
+  # --study-from recomputes the verdict from the JSON alone.
+  before = r["verdict"]
+  run("fig2_acceptance.py", "--study-from", tmp_path / "paper_fig2_amc_acceptance.json")
+  again = json.loads((tmp_path / "paper_fig2_amc_acceptance.json").read_text())
+  assert again["verdict"] == before and again["command"] == r["command"]
 
 
 def test_resets_per_window():
