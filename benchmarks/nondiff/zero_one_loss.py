@@ -1,0 +1,70 @@
+"""Experiment 3: the 0-1 loss itself, trained by aMC at T = 0 and annealed.
+
+The loss is the classification error, a step function of the params whose
+gradient is zero almost everywhere: Adam cannot train on it at all (its
+update is 0). aMC minimises it directly, at T = 0 (a move that misclassifies
+no more examples is accepted, so the chain also wanders on the plateaus) and
+with simulated annealing (T falling linearly to 0 over the first 80% of the
+run, from T0 = 2 examples' worth of error). Baselines on the same net (a
+real-weight tanh MLP): aMC and Adam on the cross-entropy. See
+``_nondiff.py`` for the conventions.
+
+  python benchmarks/nondiff/zero_one_loss.py            # full
+  python benchmarks/nondiff/zero_one_loss.py --quick    # smoke test
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+import _nondiff as nd
+from amc_jax.examples import binary
+
+ADAM_LR = 1e-2
+ANNEAL_EXAMPLES = 2.0  # T0 in units of one training example's error, 1/n
+
+
+def methods_for(data: nd.Data, args):
+  layer_sizes = nd.sizes(data, (args.hidden,))
+  digits = data.name == "digits"
+  mc_steps = args.mc_steps or (200 if args.quick else (50_000 if digits else 20_000))
+  gd_steps = args.gd_steps or (50 if args.quick else (5_000 if digits else 2_000))
+  t0 = ANNEAL_EXAMPLES / len(data.y_train)
+  schedule = optax.linear_schedule(t0, 0.0, int(0.8 * mc_steps))
+
+  def predict(p, x):
+    return binary.apply(p, x, activation=jnp.tanh)
+
+  def cross_entropy(p, x, y):
+    return nd.cross_entropy_of(predict(p, x), y)
+
+  def error(p, x, y):
+    return nd.error_of(predict(p, x), y)
+
+  amc = nd.sparse_amc
+  common = nd.SPARSE_AMC
+  return [
+      nd.Method("aMC, 0-1 loss, T = 0", nd.init_real, error, predict, amc, True, mc_steps,
+                description=f"{common}, T = 0, on the training error"),
+      nd.Method("aMC, 0-1 loss, annealed", nd.init_real, error, predict,
+                lambda seed: amc(seed, schedule), True, mc_steps,
+                description=f"{common}, T linear from {t0:.3g} to 0 over {int(0.8 * mc_steps)} "
+                            "steps, on the training error"),
+      nd.Method("aMC, cross-entropy", nd.init_real, cross_entropy, predict, amc, True, mc_steps,
+                description=f"{common}, T = 0, on the cross-entropy"),
+      nd.Method(f"Adam {ADAM_LR:g}, cross-entropy", nd.init_real, cross_entropy, predict,
+                lambda seed: optax.adam(ADAM_LR), False, gd_steps,
+                description=f"optax.adam({ADAM_LR:g}), full batch, on the cross-entropy"),
+  ], layer_sizes
+
+
+def main(argv=None):
+  args = nd.parser(__doc__.splitlines()[0]).parse_args(argv)
+  nd.setup(args)
+  return nd.run_experiment("zero_one_loss", "0-1 loss, tanh MLP", args, methods_for,
+                           ("digits",))
+
+
+if __name__ == "__main__":
+  main()

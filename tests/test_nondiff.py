@@ -1,0 +1,181 @@
+"""Non-differentiable nets: binary weights, sign units and the 0-1 loss.
+
+* On a tiny teacher-student problem whose labels a binary perceptron
+  produces exactly, aMC with ``discrete`` moves reaches zero training error;
+  aMC on the 0-1 loss itself brings the error down from chance, and the same
+  chain with every move accepted (a deliberately wrong acceptance) does not.
+* ``amc_jax.examples.binary`` trains its sign net on (a slice of) digits; its
+  reported accuracy matches a NumPy recomputation and its weights stay on
+  the grid.
+* Every ``benchmarks/nondiff`` script runs in ``--quick`` mode and writes a
+  record whose accuracies, costs and grids are checked.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import amc_jax
+from amc_jax import proposals
+from amc_jax.examples import binary
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NONDIFF = ROOT / "benchmarks" / "nondiff"
+
+
+def teacher_data(n=96, d=16, seed=0):
+  """Labels of a binary perceptron (no hidden layer) on random +-1 inputs."""
+  rng = np.random.default_rng(seed)
+  x = rng.choice([-1.0, 1.0], size=(n, d)).astype(np.float32)
+  teacher = rng.choice([-1.0, 1.0], size=(d, 2)).astype(np.float32)
+  y = np.argmax(x @ teacher, axis=1).astype(np.int32)
+  # Ties (equal logits) are ambiguous for any student: drop them.
+  keep = (x @ teacher)[:, 0] != (x @ teacher)[:, 1]
+  return jnp.asarray(x[keep]), jnp.asarray(y[keep])
+
+
+def train_perceptron(loss, steps, temperature=0.0, seed=0):
+  x, y = teacher_data()
+  params = binary.init_params(jax.random.key(seed + 1), (x.shape[1], 2))
+  tx = amc_jax.amc(0.05, sigma_decay=1.0, temperature=temperature,
+                   proposal=binary.proposal(binary.BINARY, 1e-3), seed=seed)
+
+  @jax.jit
+  def run(params, state):
+    def body(carry, _):
+      p, s = carry
+      updates, s = tx.update(None, s, p, value_fn=lambda q: loss(q, x, y))
+      return (optax.apply_updates(p, updates), s), None
+    return jax.lax.scan(body, (params, state), None, length=steps)[0]
+
+  error = lambda p: float(jnp.mean(jnp.argmax(binary.apply(p, x), -1) != y))  # noqa: E731
+  start = error(params)
+  params, _ = run(params, tx.init(params))
+  return start, error(params), params
+
+
+def cross_entropy(p, x, y):
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(binary.apply(p, x), y))
+
+
+def zero_one(p, x, y):
+  return jnp.mean((jnp.argmax(binary.apply(p, x), -1) != y).astype(jnp.float32))
+
+
+def test_discrete_moves_fit_a_separable_teacher_exactly():
+  start, end, params = train_perceptron(cross_entropy, steps=3000)
+  assert start > 0.2
+  assert end == 0.0
+  assert set(np.unique(np.asarray(params["w0"])).tolist()) <= {-1.0, 1.0}
+
+
+def test_zero_one_loss_training_leaves_chance_and_accepting_everything_does_not():
+  # Three independent chains each way: T = 0 Metropolis on the 0-1 loss
+  # against the same chain at a temperature so high that every move is
+  # accepted (the wrong rule). Chance is 0.5.
+  right = [train_perceptron(zero_one, steps=3000, seed=s)[1] for s in range(3)]
+  wrong = [train_perceptron(zero_one, steps=3000, temperature=1e9, seed=s)[1] for s in range(3)]
+  assert max(right) < 0.15, right
+  assert min(wrong) > 0.25, wrong
+
+
+def test_binary_example_trains_and_reports_numpy_accuracy():
+  x_tr, y_tr, x_te, y_te = binary.load_digits()
+  result = binary.train(2000, hidden=32, chunk=1000, data=(x_tr[:600], y_tr[:600], x_te, y_te))
+  w0, w1 = (np.asarray(result.params[k]) for k in ("w0", "w1"))
+  assert set(np.unique(w0)) <= {-1.0, 1.0} and set(np.unique(w1)) <= {-1.0, 1.0}
+  # The accuracy again in NumPy, float64, from the returned params.
+  p = {k: np.asarray(v, np.float64) for k, v in result.params.items()}
+  h = np.where(x_te @ p["w0"] / 8.0 + p["b0"] >= 0, 1.0, -1.0)
+  logits = p["gain"] * (h @ p["w1"] / np.sqrt(32.0) + p["b1"])
+  numpy_accuracy = np.mean(np.argmax(logits, 1) == y_te)
+  assert result.test_accuracy == pytest.approx(numpy_accuracy, abs=1.5 / len(y_te))
+  assert result.test_accuracy > 0.4  # chance is 0.1
+  h = result.history
+  assert list(h["step"]) == [1000, 2000]
+  assert h["loss"][-1] < np.log(10.0) and np.all(np.diff(h["loss"]) <= 0)
+  assert np.all((h["acceptance"] > 0) & (h["acceptance"] < 1))
+
+
+def test_binary_example_main_runs(capsys):
+  binary.main(["--steps", "400", "--chunk", "200", "--hidden", "16", "--no-xla-workaround"])
+  out = capsys.readouterr().out
+  assert "test accuracy" in out and "weights on the grid: True" in out
+
+
+def test_discrete_proposal_rejects_off_grid_example_params():
+  params = binary.init_params(jax.random.key(0), (4, 3))
+  params["w0"] = params["w0"].at[0, 0].set(0.5)
+  with pytest.raises(ValueError, match="off the grid"):
+    amc_jax.amc(0.1, proposal=binary.proposal()).init(params)
+
+
+def write_tiny_fmnist(directory: pathlib.Path):
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  try:
+    from _mnist import write_idx
+  finally:
+    sys.path.pop(0)
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 120), ("t10k", 60)):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = (rng.random((n, 28, 28)) * 60 + labels[:, None, None] * 19).astype(np.uint8)
+    write_idx(directory / f"{prefix}-images-idx3-ubyte", images)
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+EXPERIMENTS = {
+    "sign_activation": {"aMC, cross-entropy", "Adam 0.001 + STE", "Adam 0.01 + STE"},
+    "binary_weights": {"aMC, binary weights", "BinaryConnect, binary", "aMC, ternary weights",
+                       "BinaryConnect, ternary"},
+    "zero_one_loss": {"aMC, 0-1 loss, T = 0", "aMC, 0-1 loss, annealed", "aMC, cross-entropy",
+                      "Adam 0.01, cross-entropy"},
+    "fully_discrete": {"aMC, cross-entropy", "aMC, 0-1 loss", "BinaryNet (Adam + STE)"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_nondiff_script_quick(name, tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  write_tiny_fmnist(data)
+  extra = ["--datasets", "digits", "fmnist"] if name == "sign_activation" else []
+  result = subprocess.run(
+      [sys.executable, str(NONDIFF / f"{name}.py"), "--quick", "--out-dir", str(tmp_path),
+       "--data-dir", str(data), *extra],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  record = json.loads((tmp_path / f"nondiff_{name}_quick.json").read_text())
+  assert (tmp_path / f"nondiff_{name}_quick.png").stat().st_size > 1000
+  assert record["quick"] is True and "--quick" in record["command"]
+  assert set(record["datasets"]) == ({"digits", "fmnist"} if extra else {"digits"})
+  for ds, block in record["datasets"].items():
+    runs = block["runs"]
+    assert {r["method"] for r in runs} == EXPERIMENTS[name]
+    for r in runs:
+      c = r["curve"]
+      assert c["step"][0] == 0 and c["step"][-1] == r["steps"]
+      assert all(0.0 <= a <= 1.0 for a in c["test_accuracy"] + c["train_accuracy"])
+      assert np.all(np.diff(c["evaluations"]) > 0) and np.all(np.diff(c["seconds"]) >= 0)
+      if r["on_grid"] is not None:  # every grid weight of the hard net on its grid
+        assert r["on_grid"] is True, (ds, r["method"])
+      if "acceptance" in r:
+        assert 0.0 < r["acceptance"] < 1.0
+    # The methods on the true loss move off the initial net's accuracy on the
+    # training set; quick runs are short, so only "better than the start".
+    for r in runs:
+      if r["method"].startswith("aMC"):
+        assert r["curve"]["train_accuracy"][-1] > r["curve"]["train_accuracy"][0], r["method"]
+    summary = block["summary"]
+    assert set(summary["final"]) == EXPERIMENTS[name]
+    for axis in ("evaluations", "seconds"):
+      assert summary[axis] and all(row["best"] in EXPERIMENTS[name] for row in summary[axis])
+  if name in ("binary_weights", "fully_discrete"):
+    assert any(r["on_grid"] is True for r in record["datasets"]["digits"]["runs"])
