@@ -199,7 +199,7 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="100 chains, 10 records, short runs")
   p.add_argument("--no-xla-workaround", action="store_true",
                  help="skip amc_jax.use_xla_cpu_workaround() (the NumPy check still runs)")
-  p.add_argument("--out", type=pathlib.Path, default=RESULTS / "bench_correspondence.json")
+  p.add_argument("--out", type=pathlib.Path, default=RESULTS.parent / "out" / "bench_correspondence.json")
   p.add_argument("--no-plot", action="store_true")
   args = p.parse_args(argv)
   import amc_jax

@@ -194,7 +194,7 @@ def main(argv=None):
     print(_common.dumps(_common.jsonable(result[name], digits=4)))
   result["wall_s"] = time.time() - start
   out = args.out or str(
-      pathlib.Path(__file__).parent / "results" / f"bench_device_{result['device']['platform']}.json"
+      pathlib.Path(__file__).parent / "out" / f"bench_device_{result['device']['platform']}.json"
   )
   _common.write_json(out, result)
   return result

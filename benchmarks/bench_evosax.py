@@ -143,7 +143,7 @@ def main(argv=None):
                            " on a loaded machine")
   parser.add_argument("--no-plot", action="store_true")
   parser.add_argument(
-      "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_evosax.json")
+      "--out", default=str(pathlib.Path(__file__).parent / "out" / "bench_evosax.json")
   )
   args = parser.parse_args(argv)
   argv = sys.argv[1:] if argv is None else argv
@@ -261,6 +261,7 @@ def main(argv=None):
         " loss of the evosax distribution mean")
 
   out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
   png = out.with_suffix(".png")
   plotted = False if args.no_plot else plot(out_methods, png)
   result = {

@@ -20,7 +20,8 @@ of a table are interleaved, so they share the load of a shared machine:
   python benchmarks/bench_fit.py [--steps 20000] [--repeats 7] [--out FILE]
 
 Prints the tables and writes JSON (with the machine described) to
-``benchmarks/results/bench_fit.json`` unless ``--out`` says otherwise.
+``benchmarks/out/bench_fit.json`` (git-ignored) unless ``--out`` says otherwise;
+``--out benchmarks/results/bench_fit.json`` replaces the committed result.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def main(argv=None):
   parser.add_argument("--measure-separate", type=int, default=10,
                       help="measure M separate fits up to this M, else M x single")
   parser.add_argument(
-      "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_fit.json")
+      "--out", default=str(pathlib.Path(__file__).parent / "out" / "bench_fit.json")
   )
   args = parser.parse_args(argv)
   amc_jax.use_xla_cpu_workaround()  # before the first computation

@@ -104,7 +104,7 @@ def parse_args(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true",
                  help="smoke test: tiny configuration, one chain, XLA optimisation level 0")
-  p.add_argument("--out-dir", type=pathlib.Path, default=_paper.RESULTS)
+  p.add_argument("--out-dir", type=pathlib.Path, default=_paper.OUT)
   p.add_argument("--fresh", action="store_true",
                  help="ignore groups checkpointed by an earlier run in --out-dir")
   p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))

@@ -475,7 +475,7 @@ def main(argv=None):
   parser.add_argument("--part", choices=["cost", "effect", "all"], default="all")
   parser.add_argument("--no-xla-workaround", action="store_true",
                       help="skip amc_jax.use_xla_cpu_workaround() (outputs get _noworkaround)")
-  parser.add_argument("--out-dir", default=str(pathlib.Path(__file__).parent / "results"))
+  parser.add_argument("--out-dir", default=str(pathlib.Path(__file__).parent / "out"))
   cost = parser.add_argument_group("cost")
   cost.add_argument("--repeats", type=int, default=11)
   cost.add_argument("--mlp-examples", type=int, default=60_000)

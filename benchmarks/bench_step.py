@@ -28,7 +28,8 @@ select, so the two differ only for one chain).
   python benchmarks/bench_step.py [--problems sine mlp mlp_mb deep rnn] [--repeats 7]
 
 Prints the tables and writes JSON (with the machine described) to
-``benchmarks/results/bench_step.json`` unless ``--out`` says otherwise.
+``benchmarks/out/bench_step.json`` (git-ignored) unless ``--out`` says otherwise;
+``--out benchmarks/results/bench_step.json`` replaces the committed result.
 """
 
 from __future__ import annotations
@@ -448,7 +449,7 @@ def main(argv=None):
   parser.add_argument("--no-xla-workaround", action="store_true",
                       help="skip amc_jax.use_xla_cpu_workaround() (the flag for jax issue 39103)")
   parser.add_argument(
-      "--out", default=str(pathlib.Path(__file__).parent / "results" / "bench_step.json")
+      "--out", default=str(pathlib.Path(__file__).parent / "out" / "bench_step.json")
   )
   args = parser.parse_args(argv)
   if not args.no_xla_workaround:

@@ -601,7 +601,7 @@ def fit(
       it if it is JAX code, since it then runs while the next chunk computes.
     eval_every: steps between evaluations, a multiple of ``chunk``; default
       ``chunk``.
-    progress: ``True`` shows a tqdm bar (``pip install amc_jax[progress]``) or,
+    progress: ``True`` shows a tqdm bar (tqdm: the ``progress`` extra of a local install, ``pip install -e '.[progress]'``) or,
       without tqdm, prints a line per chunk; ``False`` is silent; a callable
       receives the lines instead.
 

@@ -35,6 +35,10 @@ from _mnist import DATA_DIR_ENV, DEFAULT_DATA_DIR  # noqa: E402,F401  benchmarks
 from _mnist import data_dir, load_mnist, read_idx, write_idx  # noqa: E402,F401
 
 RESULTS = BENCHMARKS / "results"
+# Where a run writes unless told otherwise: git-ignored, so that rerunning a
+# script never overwrites a committed result. Commit a result deliberately
+# with --out-dir benchmarks/results.
+OUT = BENCHMARKS / "out"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -43,8 +47,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true",
                  help="a small configuration that runs in well under 2 minutes (smoke test)")
-  p.add_argument("--out-dir", type=pathlib.Path, default=RESULTS,
-                 help="where the JSON and PNG go (default benchmarks/results)")
+  p.add_argument("--out-dir", type=pathlib.Path, default=OUT,
+                 help="where the JSON and PNG go (default benchmarks/out, git-ignored;"
+                      " --out-dir benchmarks/results replaces the committed result)")
   p.add_argument("--no-plot", action="store_true", help="skip the PNG")
   return p
 
