@@ -168,11 +168,13 @@ def test_nondiff_script_quick(name, tmp_path):
         assert r["on_grid"] is True, (ds, r["method"])
       if "acceptance" in r:
         assert 0.0 < r["acceptance"] < 1.0
-    # The methods on the true loss move off the initial net's accuracy on the
-    # training set; quick runs are short, so only "better than the start".
+    # At T = 0 the objective Monte Carlo trains on never rises between
+    # checkpoints, and a quick run already lowers it.
     for r in runs:
-      if r["method"].startswith("aMC"):
-        assert r["curve"]["train_accuracy"][-1] > r["curve"]["train_accuracy"][0], r["method"]
+      if r["method"].startswith("aMC") and "annealed" not in r["method"]:
+        objective = np.asarray(r["curve"]["objective"])
+        assert np.all(np.diff(objective) <= 1e-6 * objective[0]), r["method"]
+        assert objective[-1] < objective[0], r["method"]
     summary = block["summary"]
     assert set(summary["final"]) == EXPERIMENTS[name]
     for axis in ("evaluations", "seconds"):
