@@ -69,7 +69,9 @@ from amc_jax.examples import binary  # noqa: E402
 import _common  # noqa: E402  benchmarks/_common.py
 from _mnist import data_dir, load_mnist  # noqa: E402  benchmarks/_mnist.py
 
-RESULTS = BENCHMARKS / "results"
+# Runs write here unless given --out-dir benchmarks/results (which replaces
+# the committed result deliberately).
+OUT = BENCHMARKS / "out"
 QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
 
 # ---------------------------------------------------------------------------
@@ -93,7 +95,9 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument("--gd-steps", type=int, default=None, help="Adam steps per run")
   p.add_argument("--eval-every", type=int, default=None,
                  help="steps between test-accuracy checkpoints (default: 50 per run)")
-  p.add_argument("--out-dir", type=pathlib.Path, default=RESULTS)
+  p.add_argument("--out-dir", type=pathlib.Path, default=OUT,
+                 help="where the JSON and PNG go (default benchmarks/out, git-ignored;"
+                      " --out-dir benchmarks/results replaces the committed result)")
   p.add_argument("--no-plot", action="store_true")
   p.add_argument("--no-xla-workaround", action="store_true",
                  help="skip amc_jax.use_xla_cpu_workaround()")
