@@ -179,5 +179,12 @@ def test_nondiff_script_quick(name, tmp_path):
     assert set(summary["final"]) == EXPERIMENTS[name]
     for axis in ("evaluations", "seconds"):
       assert summary[axis] and all(row["best"] in EXPERIMENTS[name] for row in summary[axis])
+  table = subprocess.run(
+      [sys.executable, str(NONDIFF / "table.py"), str(tmp_path / f"nondiff_{name}_quick.json")],
+      capture_output=True, text=True, timeout=60, cwd=ROOT)
+  assert table.returncode == 0, table.stderr[-2000:]
+  for method in EXPERIMENTS[name]:
+    assert f"| {name} | digits | {method} |" in table.stdout
+  assert f"| {name} | digits | 1000 evaluations |" in table.stdout
   if name in ("binary_weights", "fully_discrete"):
     assert any(r["on_grid"] is True for r in record["datasets"]["digits"]["runs"])
