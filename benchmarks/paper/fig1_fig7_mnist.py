@@ -778,7 +778,7 @@ def run_long(args):
   segs = long_segments(args.long_steps, args.long_eval_every)
   ckdir = pathlib.Path(args.checkpoint_dir)
   ckdir.mkdir(parents=True, exist_ok=True)
-  json_path, png_path = _paper.paths(args.out_dir, LONG_NAME)
+  json_path, png_path = _paper.paths(args.out_dir, args.long_name)
   hyper = {"MC": "sigma", "GD": "alpha", "aMC": "sigma0"}
   initial = {name: jax.device_get(eval_many(m[1])) for name, m in methods.items()}
   state = {name: None for name in methods}
@@ -823,7 +823,7 @@ def run_long(args):
     res, text = judge_long(runs)
     complete = all(r["steps_done"] >= args.long_steps or finished[n] for n, r in runs.items())
     record = {
-        "name": LONG_NAME,
+        "name": args.long_name,
         "paper": "Whitelam et al. 2022, Fig. 1 (and the aMC run of Fig. 7a) to convergence",
         "claims": {k: CLAIMS[k] for k in ("fig1a", "fig1b_7a")},
         "data": data_what,
@@ -843,6 +843,7 @@ def run_long(args):
             "seed": args.seed,
         },
         "complete": complete,
+        "compute_wall_s_all_methods": sum(r["wall_s"] for r in runs.values()),
         "measured": {"runs": runs, **{k: v for k, v in res.items() if k != "reproduced"}},
         "reproduced": res["reproduced"],
         "verdict": text,
@@ -905,6 +906,8 @@ def main(argv=None):
                  choices=["MC", "GD", "aMC"])
   g.add_argument("--long-eval-every", type=int, default=None,
                  help="steps between evaluations after step 10000 (default 2500)")
+  g.add_argument("--long-name", default=LONG_NAME,
+                 help=f"JSON/PNG name paper_<name> (default {LONG_NAME})")
   g.add_argument("--checkpoint-dir", default="/tmp/amc_jax_fig1_long",
                  help="where the resumable checkpoints go (not committed)")
   g.add_argument("--max-wall", type=float, default=None,
