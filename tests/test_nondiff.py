@@ -136,7 +136,7 @@ EXPERIMENTS = {
     "binary_weights": {"aMC, binary weights", "BinaryConnect, binary", "aMC, ternary weights",
                        "BinaryConnect, ternary"},
     "zero_one_loss": {"aMC, 0-1 loss, T = 0", "aMC, 0-1 loss, annealed", "aMC, cross-entropy",
-                      "Adam 0.01, cross-entropy"},
+                      "Adam 0.01, cross-entropy", "Adam 0.01, 0-1 loss"},
     "fully_discrete": {"aMC, cross-entropy", "aMC, 0-1 loss", "BinaryNet (Adam + STE)"},
 }
 
@@ -186,5 +186,9 @@ def test_nondiff_script_quick(name, tmp_path):
   for method in EXPERIMENTS[name]:
     assert f"| {name} | digits | {method} |" in table.stdout
   assert f"| {name} | digits | 1000 evaluations |" in table.stdout
+  if name == "zero_one_loss":  # zero gradient: Adam on the 0-1 loss stays where it started
+    for r in record["datasets"]["digits"]["runs"]:
+      if r["method"] == "Adam 0.01, 0-1 loss":
+        assert len(set(r["curve"]["objective"])) == 1, r["curve"]["objective"]
   if name in ("binary_weights", "fully_discrete"):
     assert any(r["on_grid"] is True for r in record["datasets"]["digits"]["runs"])

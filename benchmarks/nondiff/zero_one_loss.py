@@ -6,7 +6,8 @@ update is 0). aMC minimises it directly, at T = 0 (a move that misclassifies
 no more examples is accepted, so the chain also wanders on the plateaus) and
 with simulated annealing (T falling linearly to 0 over the first 80% of the
 run, from T0 = 2 examples' worth of error). Baselines on the same net (a
-real-weight tanh MLP): aMC and Adam on the cross-entropy. See
+real-weight tanh MLP): aMC and Adam on the cross-entropy, and, as the
+control, Adam on the 0-1 loss. See
 ``_nondiff.py`` for the conventions.
 
   python benchmarks/nondiff/zero_one_loss.py            # full
@@ -56,6 +57,12 @@ def methods_for(data: nd.Data, args):
       nd.Method(f"Adam {ADAM_LR:g}, cross-entropy", nd.init_real, cross_entropy, predict,
                 lambda seed: optax.adam(ADAM_LR), False, gd_steps,
                 description=f"optax.adam({ADAM_LR:g}), full batch, on the cross-entropy"),
+      # The control: the gradient of the 0-1 loss is zero almost everywhere,
+      # so Adam on it never leaves the initial net.
+      nd.Method(f"Adam {ADAM_LR:g}, 0-1 loss", nd.init_real, error, predict,
+                lambda seed: optax.adam(ADAM_LR), False, gd_steps,
+                description=f"optax.adam({ADAM_LR:g}), full batch, on the training error "
+                            "(its gradient is 0 almost everywhere)"),
   ], layer_sizes
 
 
