@@ -173,3 +173,24 @@ def test_fig5_subset_checkpointed(tmp_path):
   assert "runs ['amc_sigma1e-3', 'gd'] only" in r["verdict"]
   stdout = run("fig5_rnn.py", *common)  # everything from the checkpoints
   assert stdout.count("resumed at step 50") == 2
+
+
+def test_issue16_results_committed():
+  """The full-strength runs of issue 16 are committed with the settings the tables state."""
+  res = ROOT / "benchmarks" / "results"
+  load = lambda name: json.loads((res / f"paper_{name}.json").read_text())
+  f1 = load("fig1_long")
+  assert f1["data"]["train_examples"] == 10_000 and f1["data"]["test_examples"] == 10_000
+  assert f1["complete"] is True and set(f1["measured"]["runs"]) == {"MC", "GD", "aMC"}
+  assert isinstance(f1["measured"]["mc_within_2_points_of_gd"], bool)
+  assert load("fig1_long_mc_sigma1e-2")["measured"]["runs"]["MC"]["values"] == [1e-2]
+  f4 = load("fig4_highfreq")
+  assert f4["config"]["steps"] == 1_000_000 and f4["config"]["quick"] is False
+  assert f4["config"]["sigma0"] == 0.1 and f4["config"]["n_reset"] == 50
+  assert all("trajectory" in v for k, v in f4["measured"]["per_method"].items() if "aMC" in k)
+  f2 = load("fig2_amc_acceptance")
+  assert f2["config"]["n_resets"] == [10, 100, 1000] and f2["config"]["amc"]["n_reset"] == 100
+  f5 = load("fig5_rnn_784")
+  assert f5["config"]["sequence_length"] == 784 and f5["quick"] is False
+  assert f5["runs"]["amc_sigma1e-3"]["sigma0"] == 1e-3
+  assert "Fashion-MNIST" in f5["config"]["data"]
