@@ -27,7 +27,6 @@ from amc_jax import proposals
 from amc_jax.examples import binary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NONDIFF = ROOT / "benchmarks" / "nondiff"
 
 
 def teacher_data(n=96, d=16, seed=0):
@@ -41,24 +40,32 @@ def teacher_data(n=96, d=16, seed=0):
   return jnp.asarray(x[keep]), jnp.asarray(y[keep])
 
 
-def train_perceptron(loss, steps, temperature=0.0, seed=0):
-  x, y = teacher_data()
-  params = binary.init_params(jax.random.key(seed + 1), (x.shape[1], 2))
-  tx = amc_jax.amc(0.05, sigma_decay=1.0, temperature=temperature,
-                   proposal=binary.proposal(binary.BINARY, 1e-3), seed=seed)
+def train_perceptrons(loss, steps, seeds, temperature=0.0):
+  """Independent aMC chains (one per seed, vmapped) of a binary perceptron.
 
-  @jax.jit
-  def run(params, state):
+  Returns the training errors before and after, and the final params, each
+  with a leading seed axis.
+  """
+  x, y = teacher_data()
+  tx = amc_jax.amc(0.05, sigma_decay=1.0, proposal=binary.proposal(binary.BINARY, 1e-3))
+
+  def error(p):
+    return jnp.mean((jnp.argmax(binary.apply(p, x), -1) != y).astype(jnp.float32))
+
+  def chain(seed):
+    params = binary.init_params(jax.random.key(seed + 1), (x.shape[1], 2))
+    state = tx.init(params)._replace(key=jax.random.key(seed))
+
     def body(carry, _):
       p, s = carry
-      updates, s = tx.update(None, s, p, value_fn=lambda q: loss(q, x, y))
+      updates, s = tx.update(None, s, p, value_fn=lambda q: loss(q, x, y),
+                             temperature=temperature)
       return (optax.apply_updates(p, updates), s), None
-    return jax.lax.scan(body, (params, state), None, length=steps)[0]
 
-  error = lambda p: float(jnp.mean(jnp.argmax(binary.apply(p, x), -1) != y))  # noqa: E731
-  start = error(params)
-  params, _ = run(params, tx.init(params))
-  return start, error(params), params
+    (end, _), _ = jax.lax.scan(body, (params, state), None, length=steps)
+    return error(params), error(end), end
+
+  return jax.jit(jax.vmap(chain))(jnp.asarray(seeds))
 
 
 def cross_entropy(p, x, y):
@@ -70,9 +77,9 @@ def zero_one(p, x, y):
 
 
 def test_discrete_moves_fit_a_separable_teacher_exactly():
-  start, end, params = train_perceptron(cross_entropy, steps=3000)
-  assert start > 0.2
-  assert end == 0.0
+  start, end, params = train_perceptrons(cross_entropy, 3000, [0])
+  assert float(start[0]) > 0.2
+  assert float(end[0]) == 0.0
   assert set(np.unique(np.asarray(params["w0"])).tolist()) <= {-1.0, 1.0}
 
 
@@ -80,10 +87,10 @@ def test_zero_one_loss_training_leaves_chance_and_accepting_everything_does_not(
   # Three independent chains each way: T = 0 Metropolis on the 0-1 loss
   # against the same chain at a temperature so high that every move is
   # accepted (the wrong rule). Chance is 0.5.
-  right = [train_perceptron(zero_one, steps=3000, seed=s)[1] for s in range(3)]
-  wrong = [train_perceptron(zero_one, steps=3000, temperature=1e9, seed=s)[1] for s in range(3)]
-  assert max(right) < 0.15, right
-  assert min(wrong) > 0.25, wrong
+  _, right, _ = train_perceptrons(zero_one, 3000, [0, 1, 2])
+  _, wrong, _ = train_perceptrons(zero_one, 3000, [0, 1, 2], temperature=1e9)
+  assert float(jnp.max(right)) < 0.15, right
+  assert float(jnp.min(wrong)) > 0.25, wrong
 
 
 def test_binary_example_trains_and_reports_numpy_accuracy():
@@ -118,11 +125,7 @@ def test_discrete_proposal_rejects_off_grid_example_params():
 
 
 def write_tiny_fmnist(directory: pathlib.Path):
-  sys.path.insert(0, str(ROOT / "benchmarks"))
-  try:
-    from _mnist import write_idx
-  finally:
-    sys.path.pop(0)
+  from benchmarks._mnist import write_idx
   rng = np.random.default_rng(0)
   for prefix, n in (("train", 120), ("t10k", 60)):
     labels = rng.integers(0, 10, n).astype(np.uint8)
@@ -148,7 +151,7 @@ def test_nondiff_script_quick(name, tmp_path):
   write_tiny_fmnist(data)
   extra = ["--datasets", "digits", "fmnist"] if name == "sign_activation" else []
   result = subprocess.run(
-      [sys.executable, str(NONDIFF / f"{name}.py"), "--quick", "--out-dir", str(tmp_path),
+      [sys.executable, "-m", f"benchmarks.nondiff.{name}", "--quick", "--out-dir", str(tmp_path),
        "--data-dir", str(data), *extra],
       capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -180,7 +183,7 @@ def test_nondiff_script_quick(name, tmp_path):
     for axis in ("evaluations", "seconds"):
       assert summary[axis] and all(row["best"] in EXPERIMENTS[name] for row in summary[axis])
   table = subprocess.run(
-      [sys.executable, str(NONDIFF / "table.py"), str(tmp_path / f"nondiff_{name}_quick.json")],
+      [sys.executable, "-m", "benchmarks.nondiff.table", str(tmp_path / f"nondiff_{name}_quick.json")],
       capture_output=True, text=True, timeout=60, cwd=ROOT)
   assert table.returncode == 0, table.stderr[-2000:]
   for method in EXPERIMENTS[name]:
