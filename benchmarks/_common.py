@@ -6,6 +6,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import jax
@@ -58,6 +59,23 @@ def dumps(obj, indent: int = 2, _level: int = 0) -> str:
       return json.dumps(list(obj))
     return "[\n" + ",\n".join(inner + dumps(v, indent, _level + 1) for v in obj) + "\n" + pad + "]"
   return json.dumps(obj)
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the repository root
+
+
+def command() -> str:
+  """The command that ran this script, as run from the repository root.
+
+  Scripts run as modules (``python -m benchmarks.paper.fig4_highfreq``), so
+  ``sys.argv[0]`` is the module's file; it is recorded in the ``-m`` form.
+  """
+  script = pathlib.Path(sys.argv[0]).resolve()
+  try:
+    run = ["-m", ".".join(script.relative_to(ROOT).with_suffix("").parts)]
+  except ValueError:
+    run = [str(script)]
+  return " ".join(["python", *run, *sys.argv[1:]])
 
 
 def write_json(path, result: dict) -> None:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _mnist  # benchmarks/_mnist.py, beside this module
+from benchmarks import _mnist
 
 
 class Problem(NamedTuple):

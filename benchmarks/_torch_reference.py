@@ -26,7 +26,7 @@ replacement), gathers the rows, and passes ``optimizer.step`` a closure over
 that batch, with ``minibatch=True`` so that both evaluations of the step see
 the same rows.
 
-  AMC_TORCH_DIR=/path/to/aMC python benchmarks/_torch_reference.py
+  AMC_TORCH_DIR=/path/to/aMC python -m benchmarks._torch_reference
 
 prints seconds per step for each problem on synthetic data of the benchmark
 shapes.

@@ -18,7 +18,7 @@ compile (``_common.interleaved_times``), all rows of a part in one run:
 4. ``signal_norm``: aMC with signal norm on against off (the MLP and the
    depth-32 deep narrow net of ``bench_signal_norm.py``).
 
-  python benchmarks/bench_device.py [--parts chains mlp proposals signal_norm]
+  python -m benchmarks.bench_device [--parts chains mlp proposals signal_norm]
       [--out benchmarks/results/bench_device_<platform>.json] [--budget-s 270]
 
 Writes JSON with the device named (``jax.devices()[0]``, its kind and
@@ -41,10 +41,10 @@ import optax
 
 import amc_jax
 
-import _common  # benchmarks/_common.py, beside this script
-import _problems
-import bench_signal_norm
-import bench_step
+from benchmarks import _common
+from benchmarks import _problems
+from benchmarks import bench_signal_norm
+from benchmarks import bench_step
 
 SIGMA0, EPSILON, N_RESET = 1e-2, 0.1, 100
 
@@ -181,7 +181,7 @@ def main(argv=None):
   start = time.time()
   deadline = start + args.budget_s
   result = {
-      "command": "python benchmarks/bench_device.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+      "command": "python -m benchmarks.bench_device " + " ".join(argv if argv is not None else sys.argv[1:]),
       "device": _device(),
       "hyperparameters": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET},
       "repeats": args.repeats,

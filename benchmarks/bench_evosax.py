@@ -31,7 +31,7 @@ slower when other jobs load the cores, so the script sets
 ``OPENBLAS_NUM_THREADS=1`` (``--blas-threads``) before the first computation;
 it touches nothing else (XLA's own ops do not use OpenBLAS).
 
-  python benchmarks/bench_evosax.py [--evaluations 200000] [--seeds 3]
+  python -m benchmarks.bench_evosax [--evaluations 200000] [--seeds 3]
       [--popsizes 16 64] [--rows 60] [--no-plot] [--out FILE]
 
 Prints a table and writes JSON (with the machine described) to
@@ -57,8 +57,8 @@ import optax
 
 import amc_jax
 
-import _common  # benchmarks/_common.py, beside this script
-import bench_step  # benchmarks/bench_step.py: sine_problem()
+from benchmarks import _common
+from benchmarks import bench_step  # sine_problem()
 
 NO_EVOSAX = "evosax is not installed (pip install evosax>=0.3): nothing to compare against; skipping bench_evosax."
 
@@ -265,7 +265,7 @@ def main(argv=None):
   png = out.with_suffix(".png")
   plotted = False if args.no_plot else plot(out_methods, png)
   result = {
-      "command": "python benchmarks/bench_evosax.py " + " ".join(argv),
+      "command": "python -m benchmarks.bench_evosax " + " ".join(argv),
       "problem": (f"sine net 1-{bench_step.HIDDEN}-1 tanh, {bench_step.N_POINTS} points, MSE,"
                   " float32, bench_step.sine_problem() (same initial params for every run)"),
       "evosax_version": evosax_version,

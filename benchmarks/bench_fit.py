@@ -17,7 +17,7 @@ of a table are interleaved, so they share the load of a shared machine:
    vmap cannot shrink the arithmetic, only the per-step overhead) and on a
    ``--small-points`` version of it, where the per-step overhead dominates.
 
-  python benchmarks/bench_fit.py [--steps 20000] [--repeats 7] [--out FILE]
+  python -m benchmarks.bench_fit [--steps 20000] [--repeats 7] [--out FILE]
 
 Prints the tables and writes JSON (with the machine described) to
 ``benchmarks/out/bench_fit.json`` (git-ignored) unless ``--out`` says otherwise;
@@ -37,7 +37,7 @@ import optax
 
 import amc_jax
 
-import _common  # benchmarks/_common.py, beside this script
+from benchmarks import _common
 
 HIDDEN, N_POINTS = 30, 1000
 
@@ -202,7 +202,7 @@ def main(argv=None):
             f" {r['speedup']:7.1f}x")
 
   result = {
-      "command": "python benchmarks/bench_fit.py " + " ".join(argv),
+      "command": "python -m benchmarks.bench_fit " + " ".join(argv),
       "problem": f"sine net 1-{HIDDEN}-1 tanh, float32, aMC(1e-2, epsilon=0.1, n_reset=100)",
       "steps": args.steps,
       "chunk": args.chunk,

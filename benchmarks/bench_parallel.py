@@ -87,7 +87,7 @@ Each finished (problem, method) group is checkpointed as its own JSON in
 skips the groups found there (``--fresh`` ignores them); the directory is
 removed once the final JSON is written.
 
-  python benchmarks/bench_parallel.py [--quick] [--out-dir DIR] [--fresh]
+  python -m benchmarks.bench_parallel [--quick] [--out-dir DIR] [--fresh]
 
 Writes ``bench_parallel.json`` and ``bench_parallel.png`` (best loss vs
 evaluations and vs wall seconds per problem, one line per method, median bold,
@@ -105,16 +105,14 @@ import pathlib
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "paper"))
-import _paper  # noqa: E402  benchmarks/paper/_paper.py (also puts benchmarks/ on the path)
+
+from benchmarks.paper import _paper
 
 NAME = "bench_parallel"
 PROBLEMS = ("sine", "deep", "rnn")
@@ -261,7 +259,7 @@ def make_problem(name: str, args) -> dict:
   import jax
   import jax.numpy as jnp
 
-  import _problems  # benchmarks/_problems.py
+  from benchmarks import _problems
   import amc_jax
 
   if name == "sine":
@@ -272,7 +270,7 @@ def make_problem(name: str, args) -> dict:
                amc=dict(sigma0=1e-2, epsilon=0.1, n_reset=100, signal_norm=False),
                description=prob.description + ", MSE, _problems.sine (init 0.1 N(0, 1))")
   elif name == "deep":
-    import bench_signal_norm  # benchmarks/bench_signal_norm.py
+    from benchmarks import bench_signal_norm
 
     model = bench_signal_norm.DeepNarrow(args.depth)
     theta, target = bench_signal_norm.deep_problem()
@@ -445,7 +443,7 @@ def evosax_es(prob: dict, loss, kind: str, args) -> dict:
   import optax
   from evosax.algorithms import CMA_ES, SNES, Open_ES
 
-  import bench_evosax  # benchmarks/bench_evosax.py: the same ask / vmap(loss) / tell loop
+  from benchmarks import bench_evosax  # the same ask / vmap(loss) / tell loop
 
   p, params = args.es_popsize, prob["params"]
   if kind == "OpenES":
@@ -505,7 +503,7 @@ def planned(problem: str, args) -> list[str]:
 
 
 def row_ends(total: int, rows: int) -> list[int]:
-  import bench_evosax
+  from benchmarks import bench_evosax
 
   return bench_evosax.row_ends(total, rows)
 
@@ -582,7 +580,7 @@ _BUILT = {}  # (problem, method) -> method built without a counter, in this proc
 def step_cost(problem: str, prob: dict, args, budget: int) -> dict:
   """Per-step wall time of K = 64 against K = 1, interleaved repeats (the
   loops of the runs when built in this process, without counting callbacks)."""
-  import _common  # benchmarks/_common.py
+  from benchmarks import _common
 
   import jax
 
@@ -776,7 +774,7 @@ def main(argv=None):
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
   import jax
 
-  import _common  # benchmarks/_common.py
+  from benchmarks import _common
   import amc_jax
 
   workaround = amc_jax.use_xla_cpu_workaround()

@@ -59,7 +59,7 @@ Each finished (task, init, move) group is checkpointed to
 configuration skips the groups found there (``--fresh`` ignores them). The
 partial file is removed once the final JSON is written.
 
-  python benchmarks/bench_proposals.py [--quick] [--out-dir DIR] [--fresh]
+  python -m benchmarks.bench_proposals [--quick] [--out-dir DIR] [--fresh]
 
 Writes ``bench_proposals.json`` and ``bench_proposals.png`` into ``--out-dir``
 (default ``benchmarks/results``). ``--quick`` (the smoke test): 8x8 digits
@@ -76,16 +76,14 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 import types
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE / "paper"))
-import _paper  # noqa: E402  benchmarks/paper/_paper.py (also puts benchmarks/ on the path)
+
+from benchmarks.paper import _paper
 
 NAME = "bench_proposals"
 MOVES = ("gaussian", "orthogonal", "sparse", "layerwise")
@@ -263,7 +261,7 @@ def rnn_task(args):
   import jax.numpy as jnp
 
   import amc_jax
-  import fig5_rnn  # benchmarks/paper/fig5_rnn.py
+  from benchmarks.paper import fig5_rnn
 
   data = fig5_rnn.load_data(types.SimpleNamespace(data="digits", quick=args.quick,
                                                   seed=args.seed))
@@ -351,7 +349,7 @@ def deep_task(args):
   import jax.numpy as jnp
 
   import amc_jax
-  import bench_signal_norm  # benchmarks/bench_signal_norm.py
+  from benchmarks import bench_signal_norm
 
   model = bench_signal_norm.DeepNarrow(args.depth)
   theta, target = bench_signal_norm.deep_problem()
@@ -568,7 +566,7 @@ def main(argv=None):
     _paper.quick_compile()  # before JAX starts its backends
   import jax
 
-  import _common  # benchmarks/_common.py
+  from benchmarks import _common
   import amc_jax
 
   amc_jax.use_xla_cpu_workaround()

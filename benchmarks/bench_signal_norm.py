@@ -47,7 +47,7 @@ Two parts, chosen with ``--part`` (default: both):
   per-chain keys. The paper's claim: at depth 64 aMC with signal norm trains,
   the others do not.
 
-  python benchmarks/bench_signal_norm.py [--part cost|effect|all] [--no-xla-workaround]
+  python -m benchmarks.bench_signal_norm [--part cost|effect|all] [--no-xla-workaround]
 
 Prints tables and writes JSON (with the machine described) to
 ``benchmarks/results/bench_signal_norm_cost.json`` and
@@ -56,7 +56,7 @@ the workaround), and the effect plot ``bench_signal_norm_effect.png``, in
 ``--out-dir``. ``--plot-from FILE.json`` only redraws the plot of an effect
 JSON (as ``FILE.png``). A tiny configuration for the tests:
 
-  python benchmarks/bench_signal_norm.py --steps 200 --repeats 1 --depths 4 \\
+  python -m benchmarks.bench_signal_norm --steps 200 --repeats 1 --depths 4 \\
       --seeds 2 --mlp-examples 500 --mlp-scan-steps 2 --deep-scan-steps 20 \\
       --cost-depth 4 --adam-lrs 1e-3 --no-plot --out-dir /tmp/x
 """
@@ -79,8 +79,8 @@ import optax
 
 import amc_jax
 
-import _common  # benchmarks/_common.py, beside this script
-import _mnist  # benchmarks/_mnist.py
+from benchmarks import _common
+from benchmarks import _mnist
 
 N_POINTS = 1000  # points of the deep-net problem
 SIGMA0, EPSILON, N_RESET = 1e-2, 1e-2, 100
@@ -276,7 +276,7 @@ def part_cost(args, argv, suffix, workaround):
   print("loss check: max relative error of the cached losses against float64 NumPy")
   print(f"target: on/off <= 1.15; data: {what}; wall {wall:.1f} s")
   result = {
-      "command": "python benchmarks/bench_signal_norm.py " + " ".join(argv),
+      "command": "python -m benchmarks.bench_signal_norm " + " ".join(argv),
       "part": "cost",
       "xla_cpu_workaround": workaround,
       "amc": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET, "mode": "batch"},
@@ -383,7 +383,7 @@ def part_effect(args, argv, suffix, workaround):
   png = out_dir / f"bench_signal_norm_effect{suffix}.png"
   plotted = plot(by_depth, steps_logged, baseline, png) if not args.no_plot else False
   result = {
-      "command": "python benchmarks/bench_signal_norm.py " + " ".join(argv),
+      "command": "python -m benchmarks.bench_signal_norm " + " ".join(argv),
       "part": "effect",
       "xla_cpu_workaround": workaround,
       "problem": (f"{N_POINTS} points theta = i/{N_POINTS}, f0 = 0.5 for 0.5 < theta < 0.75"

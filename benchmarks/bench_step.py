@@ -25,7 +25,7 @@ a select of the two outcomes (``--accept-chains``; the sine net and the MLP,
 1, 10 and 100 vmapped chains; under ``vmap`` JAX turns the cond into a
 select, so the two differ only for one chain).
 
-  python benchmarks/bench_step.py [--problems sine mlp mlp_mb deep rnn] [--repeats 7]
+  python -m benchmarks.bench_step [--problems sine mlp mlp_mb deep rnn] [--repeats 7]
 
 Prints the tables and writes JSON (with the machine described) to
 ``benchmarks/out/bench_step.json`` (git-ignored) unless ``--out`` says otherwise;
@@ -45,8 +45,8 @@ import optax
 
 import amc_jax
 
-import _common  # benchmarks/_common.py, beside this script
-import _problems
+from benchmarks import _common
+from benchmarks import _problems
 
 HIDDEN, N_POINTS = 30, 1000  # the sine net, also used by bench_fit.py and bench_evosax.py
 SIGMA0, EPSILON, N_RESET = 1e-2, 0.1, 100
@@ -168,7 +168,7 @@ def bench_problem(problem, n_steps, repeats, batch_size=None, torch_dir=None):
   torch_note = None
   if torch_dir is not False:
     try:
-      import _torch_reference  # pylint: disable=g-import-not-at-top
+      from benchmarks import _torch_reference  # pylint: disable=g-import-not-at-top
     except ImportError as e:  # pragma: no cover
       ok, torch_note = False, f"benchmarks/_torch_reference.py not importable: {e}"
     else:
@@ -516,7 +516,7 @@ def main(argv=None):
         print(f"{name:8s} {m:>7s} {row['us_per_step_cond']:10.1f} {row['us_per_step_select']:10.1f}"
               f" {row['cond_over_select']:12.3f}")
   result = {
-      "command": "python benchmarks/bench_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+      "command": "python -m benchmarks.bench_step " + " ".join(argv if argv is not None else sys.argv[1:]),
       "hyperparameters": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET, "adam_lr": 1e-3},
       "xla_cpu_workaround": not args.no_xla_workaround,
       "repeats": args.repeats,

@@ -1,13 +1,11 @@
 """Diagnostic: a vmapped aMC step on the sine net, 1 and 10 chains, with and
 without value= (the first-step while loop), timed interleaved:
 
-  python benchmarks/profile_ensemble_step.py
+  python -m benchmarks.profile_ensemble_step
 """
-import sys
-sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 import jax, jax.numpy as jnp, optax, amc_jax
 amc_jax.use_xla_cpu_workaround()
-import bench_step as B
+from benchmarks import bench_step as B
 params, loss = B.sine_problem()
 tx = amc_jax.amc(1e-2, 0.1, 100)
 N = 2000

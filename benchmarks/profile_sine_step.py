@@ -6,14 +6,12 @@ Metropolis decision, the finiteness check, and a sigma and reject counter that
 really change; then the floor of bench_step.py and amc_jax.amc itself. All
 timed interleaved in one run (median of 7):
 
-  python benchmarks/profile_sine_step.py
+  python -m benchmarks.profile_sine_step
 """
-import sys
-sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 import jax, jax.numpy as jnp, optax, amc_jax
 from jax import lax
 amc_jax.use_xla_cpu_workaround()
-import bench_step as B, _problems
+from benchmarks import bench_step as B, _problems
 from amc_jax._src import acceptance
 pr = _problems.sine()
 loss0, data, params = pr.loss, pr.data, pr.params

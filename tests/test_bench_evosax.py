@@ -17,7 +17,7 @@ QUICK = ["--evaluations", "20000", "--seeds", "1", "--popsizes", "8", "--rows", 
 def test_bench_evosax_runs_and_writes_json(tmp_path):
   out = tmp_path / "bench_evosax.json"
   result = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / "bench_evosax.py"), *QUICK, "--out", str(out)],
+      [sys.executable, "-m", "benchmarks.bench_evosax", *QUICK, "--out", str(out)],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
   )
   assert result.returncode == 0, result.stderr[-3000:]
@@ -29,7 +29,7 @@ def test_bench_evosax_runs_and_writes_json(tmp_path):
 
   record = json.loads(out.read_text())
   assert record["machine"]["cpu_count"] >= 1
-  assert record["command"].startswith("python benchmarks/bench_evosax.py")
+  assert record["command"].startswith("python -m benchmarks.bench_evosax")
   assert record["plot"] is None and not out.with_suffix(".png").exists()
   methods = record["methods"]
   assert {r["kind"] for r in methods.values()} == {"amc", "open_es", "cma_es"}

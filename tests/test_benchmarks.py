@@ -42,7 +42,7 @@ def _quick_env():
 def test_benchmark_runs_and_writes_json(script, tmp_path):
   out = tmp_path / "result.json"
   result = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / script), *CASES[script], "--out", str(out)],
+      [sys.executable, "-m", "benchmarks." + script.removesuffix(".py"), *CASES[script], "--out", str(out)],
       capture_output=True, text=True, timeout=300, cwd=ROOT, env=_quick_env(),
   )
   assert result.returncode == 0, result.stderr[-3000:]
@@ -80,7 +80,7 @@ SIGNAL_NORM_QUICK = [
 
 def test_bench_signal_norm_runs_and_writes_json(tmp_path):
   result = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / "bench_signal_norm.py"), *SIGNAL_NORM_QUICK,
+      [sys.executable, "-m", "benchmarks.bench_signal_norm", *SIGNAL_NORM_QUICK,
        "--out-dir", str(tmp_path)],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
   )
@@ -88,7 +88,7 @@ def test_bench_signal_norm_runs_and_writes_json(tmp_path):
 
   cost = json.loads((tmp_path / "bench_signal_norm_cost.json").read_text())
   assert cost["machine"]["cpu_count"] >= 1
-  assert cost["command"].startswith("python benchmarks/bench_signal_norm.py")
+  assert cost["command"].startswith("python -m benchmarks.bench_signal_norm")
   assert cost["xla_cpu_workaround"] is True
   assert set(cost["models"]) == {"mlp", "deep"}
   for row in cost["models"].values():
@@ -114,12 +114,12 @@ def test_bench_signal_norm_runs_and_writes_json(tmp_path):
   assert not (tmp_path / "bench_signal_norm_effect.png").exists()
 
 
-PROPOSALS_SCRIPT = ROOT / "benchmarks" / "bench_proposals.py"
+PROPOSALS_MODULE = "benchmarks.bench_proposals"
 
 
 def _run_proposals(out_dir, *extra):
   result = subprocess.run(
-      [sys.executable, str(PROPOSALS_SCRIPT), "--quick", "--out-dir", str(out_dir), *extra],
+      [sys.executable, "-m", PROPOSALS_MODULE, "--quick", "--out-dir", str(out_dir), *extra],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
   )
   assert result.returncode == 0, result.stderr[-3000:]
@@ -131,7 +131,7 @@ def test_bench_proposals_quick_writes_json_and_resumes(tmp_path):
   record = json.loads((tmp_path / "bench_proposals.json").read_text())
   assert (tmp_path / "bench_proposals.png").stat().st_size > 0
   assert not (tmp_path / "bench_proposals.partial.json").exists()  # removed when done
-  assert record["command"].startswith("python benchmarks/bench_proposals.py --quick")
+  assert record["command"].startswith("python -m benchmarks.bench_proposals --quick")
   assert record["quick"] is True and record["jax_version"]
   assert record["machine"]["cpu_count"] >= 1
   assert len(record["load_average_start"]) == 3 and len(record["load_average_end"]) == 3
@@ -192,12 +192,12 @@ def test_bench_proposals_quick_writes_json_and_resumes(tmp_path):
   assert again["groups"]["rnn/paper/gaussian"]["wall_s"] == 12345.0
 
 
-PARALLEL_SCRIPT = ROOT / "benchmarks" / "bench_parallel.py"
+PARALLEL_MODULE = "benchmarks.bench_parallel"
 
 
 def _run_parallel(out_dir, *extra):
   result = subprocess.run(
-      [sys.executable, str(PARALLEL_SCRIPT), "--quick", "--out-dir", str(out_dir), *extra],
+      [sys.executable, "-m", PARALLEL_MODULE, "--quick", "--out-dir", str(out_dir), *extra],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
   )
   assert result.returncode == 0, result.stderr[-3000:]
@@ -211,7 +211,7 @@ def test_bench_parallel_quick_writes_json_and_resumes(tmp_path):
   record = json.loads((tmp_path / "bench_parallel.json").read_text())
   assert (tmp_path / "bench_parallel.png").stat().st_size > 0
   assert not (tmp_path / "bench_parallel.partial").exists()  # removed when done
-  assert record["command"].startswith("python benchmarks/bench_parallel.py --quick")
+  assert record["command"].startswith("python -m benchmarks.bench_parallel --quick")
   assert record["quick"] is True and record["jax_version"]
   assert set(record["library_at_start"]) == {"commit", "amc_jax_modified"}
   assert record["machine"]["cpu_count"] >= 1

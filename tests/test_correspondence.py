@@ -389,7 +389,7 @@ def test_correspondence_benchmark_runs_and_writes_json(tmp_path):
   root = pathlib.Path(__file__).resolve().parents[1]
   out = tmp_path / "corr.json"
   result = subprocess.run(
-      [sys.executable, str(root / "benchmarks" / "bench_correspondence.py"), "--run", "1e-2", "0.02",
+      [sys.executable, "-m", "benchmarks.bench_correspondence", "--run", "1e-2", "0.02",
        "--lambdas", "0.1", "0.5", "--chains", "16", "--records", "2", "--k-points", "100",
        "--out", str(out)],
       capture_output=True, text=True, timeout=300, cwd=root,

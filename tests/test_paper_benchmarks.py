@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAPER = ROOT / "benchmarks" / "paper"
-sys.path.insert(0, str(PAPER))
 
-import _paper  # noqa: E402  benchmarks/paper/_paper.py
+from benchmarks.paper import _paper
 
 STEMS = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -45,7 +43,7 @@ def write_tiny_set(directory, n_train=256, n_test=64, seed=0):
 
 
 def run(script, *args, timeout=300):
-  result = subprocess.run([sys.executable, str(PAPER / script), *map(str, args)],
+  result = subprocess.run([sys.executable, "-m", "benchmarks.paper." + script.removesuffix(".py"), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return result.stdout
@@ -79,14 +77,14 @@ def test_fig8_resnet_quick(tmp_path):
 
 
 def test_fig8_full_mode_refuses_cpu(tmp_path):
-  result = subprocess.run([sys.executable, str(PAPER / "fig8_resnet.py"), "--data-dir",
+  result = subprocess.run([sys.executable, "-m", "benchmarks.paper.fig8_resnet", "--data-dir",
                            str(tmp_path), "--out-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
   assert result.returncode != 0 and "sized for a GPU" in result.stderr
 
 
 def test_long_segments():
-  import fig1_fig7_mnist as fig1
+  from benchmarks.paper import fig1_fig7_mnist as fig1
   segs = fig1.long_segments(100_000, 2500)
   assert sum(n for n, _ in segs) == 100_000
   assert all(n % c == 0 for n, c in segs)
@@ -152,7 +150,7 @@ def test_fig2_study_quick(tmp_path):
 
 
 def test_resets_per_window():
-  import fig2_acceptance as fig2
+  from benchmarks.paper import fig2_acceptance as fig2
   sigma = np.array([[1e-2 * 0.95 ** 2], [1e-2 * 0.95 ** 2], [1e-2 * 0.95 ** 5]])
   np.testing.assert_array_equal(fig2.resets_per_window(sigma, 1e-2), [[2], [0], [3]])
 

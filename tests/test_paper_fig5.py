@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "paper" / "fig5_rnn.py"
+MODULE = "benchmarks.paper.fig5_rnn"
 RUNS = {"gd", "adam", "adam_fan_in", "amc_sigma1e-2", "amc_sigma1e-3"}
 
 
@@ -19,7 +19,7 @@ def _finite(values):
 
 def test_fig5_rnn_quick(tmp_path):
   result = subprocess.run(
-      [sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path)],
+      [sys.executable, "-m", MODULE, "--quick", "--out-dir", str(tmp_path)],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
   )
   assert result.returncode == 0, result.stderr[-3000:]

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAPER = ROOT / "benchmarks" / "paper"
-sys.path.insert(0, str(PAPER))
 
-import _paper  # noqa: E402  benchmarks/paper/_paper.py
+from benchmarks.paper import _paper
 
 STEMS = {
     ("train", "images"): "train-images-idx3-ubyte",
@@ -164,7 +162,7 @@ def test_fig1_fig7_quick(tmp_path):
   write_tiny_set(data, n_train=300, n_test=100, gz=True)
   out = tmp_path / "out"
   result = subprocess.run(
-      [sys.executable, str(PAPER / "fig1_fig7_mnist.py"), "--quick", "--data-dir", str(data),
+      [sys.executable, "-m", "benchmarks.paper.fig1_fig7_mnist", "--quick", "--data-dir", str(data),
        "--out-dir", str(out)],
       capture_output=True, text=True, timeout=240, cwd=ROOT,
   )
@@ -225,7 +223,7 @@ def test_fig1_fig7_quick(tmp_path):
   # --verdict-from recomputes the verdicts and the plot from the JSON alone.
   png.unlink()
   again = subprocess.run(
-      [sys.executable, str(PAPER / "fig1_fig7_mnist.py"), "--verdict-from",
+      [sys.executable, "-m", "benchmarks.paper.fig1_fig7_mnist", "--verdict-from",
        str(out / "paper_fig1_fig7_mnist.json")],
       capture_output=True, text=True, timeout=120, cwd=ROOT,
   )

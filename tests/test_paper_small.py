@@ -9,12 +9,11 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAPER = ROOT / "benchmarks" / "paper"
 
 
 def run_script(name, tmp_path, *extra):
   result = subprocess.run(
-      [sys.executable, str(PAPER / f"{name}.py"), "--quick", "--out-dir", str(tmp_path), *extra],
+      [sys.executable, "-m", f"benchmarks.paper.{name}", "--quick", "--out-dir", str(tmp_path), *extra],
       capture_output=True, text=True, timeout=240, cwd=ROOT,
   )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -100,7 +99,7 @@ def test_fig6_deep_from_json(tmp_path):
   src = ROOT / "benchmarks" / "results" / "bench_signal_norm_effect.json"
   assert src.exists(), "the committed Fig. 6 effect run is missing"
   result = subprocess.run(
-      [sys.executable, str(PAPER / "fig6_deep.py"), "--from-json", str(src), "--out-dir",
+      [sys.executable, "-m", "benchmarks.paper.fig6_deep", "--from-json", str(src), "--out-dir",
        str(tmp_path), "--no-plot"],
       capture_output=True, text=True, timeout=120, cwd=ROOT,
   )

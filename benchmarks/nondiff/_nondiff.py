@@ -49,25 +49,23 @@ import math
 import os
 import pathlib
 import statistics
-import sys
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = HERE.parent
-sys.path.insert(0, str(BENCHMARKS))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import amc_jax  # noqa: E402
-from amc_jax import proposals  # noqa: E402
-from amc_jax.examples import binary  # noqa: E402
+import amc_jax
+from amc_jax import proposals
+from amc_jax.examples import binary
 
-import _common  # noqa: E402  benchmarks/_common.py
-from _mnist import data_dir, load_mnist  # noqa: E402  benchmarks/_mnist.py
+from benchmarks import _common
+from benchmarks._mnist import data_dir, load_mnist
 
 # Runs write here unless given --out-dir benchmarks/results (which replaces
 # the committed result deliberately).
@@ -478,7 +476,7 @@ def run_experiment(name: str, title: str, args: argparse.Namespace,
   seeds = args.seeds or (1 if args.quick else 3)
   datasets = args.datasets or (["digits"] if args.quick else list(default_datasets))
   result = {"experiment": name, "title": title,
-            "command": "python " + " ".join([sys.argv[0]] + sys.argv[1:]),
+            "command": _common.command(),
             "machine": _common.machine(), "quick": args.quick, "seeds": seeds, "datasets": {}}
   groups = {}
   for ds in datasets:

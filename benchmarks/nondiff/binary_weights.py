@@ -11,8 +11,8 @@ nearest of -1, 0, 1) with the identity as their derivative, and clips them
 after each step. Accuracies are of the quantised net for both. See
 ``_nondiff.py`` for the conventions.
 
-  python benchmarks/nondiff/binary_weights.py            # full
-  python benchmarks/nondiff/binary_weights.py --quick    # smoke test
+  python -m benchmarks.nondiff.binary_weights            # full
+  python -m benchmarks.nondiff.binary_weights --quick    # smoke test
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import amc_jax
 import jax.numpy as jnp
 import optax
 
-import _nondiff as nd
+from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
 SIGMA0 = binary.DEFAULT_SIGMA0

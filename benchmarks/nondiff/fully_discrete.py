@@ -9,8 +9,8 @@ forward, identity (weights) and hard-tanh (units) straight-through
 derivatives backward. Accuracies are of the binary net for all. See
 ``_nondiff.py`` for the conventions.
 
-  python benchmarks/nondiff/fully_discrete.py            # full
-  python benchmarks/nondiff/fully_discrete.py --quick    # smoke test
+  python -m benchmarks.nondiff.fully_discrete            # full
+  python -m benchmarks.nondiff.fully_discrete --quick    # smoke test
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import amc_jax
 import optax
 
-import _nondiff as nd
+from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
 SIGMA0 = binary.DEFAULT_SIGMA0

@@ -8,15 +8,15 @@ straight-through estimator of BinaryNet (Hubara et al. 2016), sign forward,
 the hard-tanh derivative ``1{|z| <= 1}`` backward. Accuracies are of the
 true (sign) net for both. See ``_nondiff.py`` for the conventions.
 
-  python benchmarks/nondiff/sign_activation.py            # full (digits and Fashion-MNIST)
-  python benchmarks/nondiff/sign_activation.py --quick    # smoke test
+  python -m benchmarks.nondiff.sign_activation            # full (digits and Fashion-MNIST)
+  python -m benchmarks.nondiff.sign_activation --quick    # smoke test
 """
 
 from __future__ import annotations
 
 import optax
 
-import _nondiff as nd
+from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
 # aMC: the paper's adaptive move on params of scale ~1 (the net divides by

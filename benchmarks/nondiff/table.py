@@ -7,7 +7,7 @@ surrogate) with the best median test accuracy, and which is higher (see
 ``_nondiff.py`` for the conventions; ``*``: the run ended before the budget
 and keeps its final value).
 
-  python benchmarks/nondiff/table.py benchmarks/results/nondiff_*.json
+  python -m benchmarks.nondiff.table benchmarks/results/nondiff_*.json
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ real-weight tanh MLP): aMC and Adam on the cross-entropy, and, as the
 control, Adam on the 0-1 loss. See
 ``_nondiff.py`` for the conventions.
 
-  python benchmarks/nondiff/zero_one_loss.py            # full
-  python benchmarks/nondiff/zero_one_loss.py --quick    # smoke test
+  python -m benchmarks.nondiff.zero_one_loss            # full
+  python -m benchmarks.nondiff.zero_one_loss --quick    # smoke test
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-import _nondiff as nd
+from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
 ADAM_LR = 1e-2

@@ -23,16 +23,14 @@ import argparse
 import math
 import os
 import pathlib
-import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = HERE.parent
-sys.path.insert(0, str(BENCHMARKS))
 
-import _common  # noqa: E402  benchmarks/_common.py
-from _mnist import DATA_DIR_ENV, DEFAULT_DATA_DIR  # noqa: E402,F401  benchmarks/_mnist.py
-from _mnist import data_dir, load_mnist, read_idx, write_idx  # noqa: E402,F401
+from benchmarks import _common
+from benchmarks._mnist import DATA_DIR_ENV, DEFAULT_DATA_DIR  # noqa: F401
+from benchmarks._mnist import data_dir, load_mnist, read_idx, write_idx  # noqa: F401
 
 RESULTS = BENCHMARKS / "results"
 # Where a run writes unless told otherwise: git-ignored, so that rerunning a
@@ -87,13 +85,8 @@ class Timer:
 
 
 def command() -> str:
-  """The command line that ran this script, relative to the repository root."""
-  script = pathlib.Path(sys.argv[0]).resolve()
-  try:
-    script = script.relative_to(BENCHMARKS.parent)
-  except ValueError:
-    pass
-  return " ".join(["python", str(script), *sys.argv[1:]])
+  """The command line that ran this script (``python -m benchmarks.paper.<name> ...``)."""
+  return _common.command()
 
 
 def paths(out_dir: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:

@@ -44,8 +44,8 @@ shape of the claims (an optimal sigma and alpha, GD's maximum above MC's and
 broader, aMC faster than MC, minibatching faster per epoch), not the paper's
 final accuracies or its long-time claims.
 
-  python benchmarks/paper/fig1_fig7_mnist.py            # full (~30 min on 2 busy cores)
-  python benchmarks/paper/fig1_fig7_mnist.py --quick    # smoke test, 2000 examples, seconds
+  python -m benchmarks.paper.fig1_fig7_mnist            # full (~30 min on 2 busy cores)
+  python -m benchmarks.paper.fig1_fig7_mnist --quick    # smoke test, 2000 examples, seconds
 
 ``--long`` (Fig. 1 to convergence, ``paper_fig1_long.json``): Metropolis at the
 best sigma of the sweep (3e-2), GD at the best alpha (10) and aMC with Fig. 7a's
@@ -55,7 +55,7 @@ with ``amc_jax.save_checkpoint`` after every segment (``--checkpoint-dir``) and
 resumed on a rerun; ``--max-wall`` stops a run, ``--stop-at-plateau`` ends a
 method once its test accuracy gains < 0.5 points over a doubling of steps.
 
-  python benchmarks/paper/fig1_fig7_mnist.py --long --stop-at-plateau --max-wall 1500
+  python -m benchmarks.paper.fig1_fig7_mnist --long --stop-at-plateau --max-wall 1500
 
 ``--quick`` also turns XLA's CPU backend optimisation off (compile time is
 most of a smoke test); the JSON records it.
@@ -67,7 +67,7 @@ import math
 
 import numpy as np
 
-import _paper
+from benchmarks.paper import _paper
 
 NAME = "fig1_fig7_mnist"
 AMC_SIGMA0, AMC_EPSILON, AMC_N_RESET = 1e-2, 0.0, 20
@@ -102,7 +102,7 @@ CLAIMS = {
 
 def make_model():
   """784-16-16-10, tanh hidden units, softmax outputs: the MLP of bench_signal_norm.py."""
-  import bench_signal_norm  # benchmarks/bench_signal_norm.py (on sys.path via _paper)
+  from benchmarks import bench_signal_norm
   return bench_signal_norm.MLP()
 
 

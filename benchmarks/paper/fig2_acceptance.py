@@ -34,8 +34,8 @@ only slowly with the number of parameters N (4 decades of N cost about 1
 decade of A; slower than N^-1); for aMC the acceptance rate stays large and
 roughly constant in loss and size.
 
-  python benchmarks/paper/fig2_acceptance.py            # full (<= ~12 minutes)
-  python benchmarks/paper/fig2_acceptance.py --quick    # width 10 only, 300 steps
+  python -m benchmarks.paper.fig2_acceptance            # full (<= ~12 minutes)
+  python -m benchmarks.paper.fig2_acceptance --quick    # width 10 only, 300 steps
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import math
 
 import numpy as np
 
-import _paper
+from benchmarks.paper import _paper
 
 NAME = "fig2_acceptance"
 N_POINTS = 1000

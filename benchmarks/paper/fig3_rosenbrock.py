@@ -13,8 +13,8 @@ reached, with a considerable difference between zero and nonzero epsilon
 (Fig. 3b: f ~ 1e-24 for epsilon = 0.1 after 1e4 steps, while epsilon = 0 is
 still at f ~ 1).
 
-  python benchmarks/paper/fig3_rosenbrock.py            # full: 1e4 steps, 3 seeds
-  python benchmarks/paper/fig3_rosenbrock.py --quick    # 2000 steps, 3 seeds
+  python -m benchmarks.paper.fig3_rosenbrock            # full: 1e4 steps, 3 seeds
+  python -m benchmarks.paper.fig3_rosenbrock --quick    # 2000 steps, 3 seeds
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-import _paper
+from benchmarks.paper import _paper
 
 NAME = "fig3_rosenbrock"
 START = (-2.0, 2.0)

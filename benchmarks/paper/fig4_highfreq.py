@@ -21,8 +21,8 @@ faster than GD; for aMC, U decreases fastest for epsilon > 0 and slowest for
 epsilon < 0; U' first becomes small (low frequency learned), then grows as the
 high-frequency part is learned, earliest for epsilon > 0.
 
-  python benchmarks/paper/fig4_highfreq.py              # full: 1e6 steps, 1 seed
-  python benchmarks/paper/fig4_highfreq.py --quick      # 1000 steps, 1 seed
+  python -m benchmarks.paper.fig4_highfreq              # full: 1e6 steps, 1 seed
+  python -m benchmarks.paper.fig4_highfreq --quick      # 1000 steps, 1 seed
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-import _paper
+from benchmarks.paper import _paper
 
 NAME = "fig4_highfreq"
 N_POINTS, WIDTH = 1000, 100

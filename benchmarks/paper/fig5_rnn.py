@@ -51,7 +51,7 @@ Here, at the reduced size that 2 CPU cores allow (see
   test accuracy is reported beside the final one, since long aMC runs with
   sigma0 = 1e-2 can drift back into a chaotic regime.
 
-  python benchmarks/paper/fig5_rnn.py [--quick] [--out-dir DIR] [--data-dir DIR]
+  python -m benchmarks.paper.fig5_rnn [--quick] [--out-dir DIR] [--data-dir DIR]
 
 Writes ``paper_fig5_rnn.json`` and ``.png`` (loss, test accuracy, and |grad U|
 along aMC) into ``--out-dir``. ``--quick`` (the test suite's smoke test) uses
@@ -66,12 +66,10 @@ import json
 import math
 import os
 import pathlib
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _paper  # noqa: E402  benchmarks/paper/_paper.py
+from benchmarks.paper import _paper
 
 NAME = "fig5_rnn"
 N_RESET, EPSILON = 100, 0.0

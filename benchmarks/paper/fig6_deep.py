@@ -16,9 +16,9 @@ stochastic (nucleation-like).
 
 Modes:
 
-  python benchmarks/paper/fig6_deep.py                  # full: = bench_signal_norm.py --part effect (~31 min)
-  python benchmarks/paper/fig6_deep.py --quick          # depth 4, 200 steps, 2 seeds, no Adam
-  python benchmarks/paper/fig6_deep.py --from-json benchmarks/results/bench_signal_norm_effect.json
+  python -m benchmarks.paper.fig6_deep                  # full: = bench_signal_norm.py --part effect (~31 min)
+  python -m benchmarks.paper.fig6_deep --quick          # depth 4, 200 steps, 2 seeds, no Adam
+  python -m benchmarks.paper.fig6_deep --from-json benchmarks/results/bench_signal_norm_effect.json
 
 ``--from-json`` runs nothing: it builds paper_fig6_deep.json/png (the table of
 median and best final loss per depth and method, the seeds below 0.9 x
@@ -36,7 +36,7 @@ import tempfile
 
 import numpy as np
 
-import _paper
+from benchmarks.paper import _paper
 
 NAME = "fig6_deep"
 CLAIM = ("Fig. 6: deep nets of 4-unit tanh layers (+ one of 10) fit a step function;"
@@ -76,7 +76,7 @@ def run_effect(cfg):
   """Runs bench_signal_norm's effect part; its own JSON goes to a temporary directory."""
   import amc_jax
   amc_jax.use_xla_cpu_workaround()  # before any JAX computation
-  import bench_signal_norm  # benchmarks/bench_signal_norm.py (on sys.path via _paper)
+  from benchmarks import bench_signal_norm
 
   with tempfile.TemporaryDirectory() as tmp:
     args = argparse.Namespace(**cfg, out_dir=tmp, no_plot=True)
@@ -132,7 +132,7 @@ def verdict(effect, rows):
 
 
 def build(effect, json_path, png_path, *, plot, source=None, quick=False, wall=None):
-  import bench_signal_norm  # for its plot
+  from benchmarks import bench_signal_norm  # for its plot
   rows = table(effect)
   ok, text = verdict(effect, rows)
   if plot:

@@ -41,8 +41,8 @@ NOT run for the committed results: no accelerator was available.
 uses width 4, 16 steps and a handful of images, and compiles with XLA's CPU
 backend optimisation off.
 
-  python benchmarks/paper/fig8_resnet.py                 # on a GPU
-  python benchmarks/paper/fig8_resnet.py --quick --data-dir DIR
+  python -m benchmarks.paper.fig8_resnet                 # on a GPU
+  python -m benchmarks.paper.fig8_resnet --quick --data-dir DIR
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import math
 
 import numpy as np
 
-import _paper
+from benchmarks.paper import _paper
 
 NAME = "fig8_resnet"
 SIGMA0, EPSILON, N_RESET = 1e-3, 1e-3, 100

@@ -1,0 +1,1 @@
+"""Benchmarks of amc_jax: run each script as a module from the repository root (see README.md)."""

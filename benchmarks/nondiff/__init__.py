@@ -1,0 +1,1 @@
+"""Non-differentiable nets, Monte Carlo against gradient surrogates: ``python -m benchmarks.nondiff.<name>``."""

@@ -1,0 +1,1 @@
+"""Reproductions of the figures of Whitelam et al.: ``python -m benchmarks.paper.<name>``."""
