@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import pathlib
 import statistics
 import time
@@ -66,11 +65,11 @@ from amc_jax.examples import binary
 
 from benchmarks import _common
 from benchmarks._mnist import data_dir, load_mnist
+from benchmarks.nondiff.table import at_budget
 
 # Runs write here unless given --out-dir benchmarks/results (which replaces
 # the committed result deliberately).
 OUT = BENCHMARKS / "out"
-QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
 
 # ---------------------------------------------------------------------------
 # Command line and data
@@ -105,10 +104,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def setup(args: argparse.Namespace) -> None:
   """Before the first computation: the XLA flags of this run."""
   if args.quick:
-    # Quick runs are nearly all compilation; backend optimisation off cuts it.
-    flags = os.environ.get("XLA_FLAGS", "")
-    if QUICK_XLA_FLAG not in flags.split():
-      os.environ["XLA_FLAGS"] = (flags + " " + QUICK_XLA_FLAG).strip()
+    _common.quick_compile()
   if not args.no_xla_workaround:
     amc_jax.use_xla_cpu_workaround()
 
@@ -216,9 +212,56 @@ def sparse_amc(seed: int, temperature=0.0):
                      seed=seed)
 
 
+def steps(data: Data, args: argparse.Namespace) -> tuple[int, int]:
+  """``(Monte Carlo steps, gradient steps)`` per run: ``--mc-steps`` and
+  ``--gd-steps``, else by mode and dataset (quick 200 / 50; digits 50000 /
+  5000; Fashion-MNIST 20000 / 2000)."""
+  digits = data.name == "digits"
+  mc = args.mc_steps or (200 if args.quick else (50_000 if digits else 20_000))
+  gd = args.gd_steps or (50 if args.quick else (5_000 if digits else 2_000))
+  return mc, gd
+
+
+# aMC's move for grid weights: amc_jax.examples.binary's (about one weight
+# changes level per move, or the real leaves move by sigma 0.05), sigma fixed.
+GRID_SIGMA0 = binary.DEFAULT_SIGMA0
+GRID_FLIP_FRACTION = binary.DEFAULT_FLIP_FRACTION
+
+
+def grid_amc(levels: Sequence[float]) -> Callable[[int], Any]:
+  """``seed -> amc`` with the grid move for weights on ``levels``."""
+  def make(seed: int):
+    return amc_jax.amc(GRID_SIGMA0, sigma_decay=1.0,
+                       proposal=binary.proposal(levels, GRID_FLIP_FRACTION), seed=seed)
+  return make
+
+
+def grid_amc_description(levels: Sequence[float]) -> str:
+  return (f"amc(sigma0={GRID_SIGMA0}, sigma_decay=1) with layerwise(partition(discrete("
+          f"{tuple(levels)}, {GRID_FLIP_FRACTION:g}), gaussian())), T = 0, batch mode")
+
+
 def clip_latent(params: dict) -> dict:
   """BinaryConnect keeps the latent weights in [-1, 1] after every update."""
   return map_weights(lambda w: jnp.clip(w, -1.0, 1.0), params)
+
+
+def latent_weights_method(name: str, net: Callable, predict: Callable,
+                          levels: Sequence[float], steps: int, lr: float,
+                          description: str) -> "Method":
+  """BinaryConnect / BinaryNet: Adam on latent weights in [-1, 1] (clipped after
+  every step), quantised to ``levels`` in the forward pass with the identity
+  as their derivative; ``net(params, x)`` gives the surrogate logits and
+  ``predict`` those of the hard net."""
+  levels = tuple(levels)
+
+  def objective(p, x, y):
+    return cross_entropy_of(net(map_weights(lambda w: quantise_ste(w, levels), p), x), y)
+
+  return Method(name, init_latent, objective, predict, lambda seed: optax.adam(lr), False, steps,
+                project=clip_latent, levels=levels,
+                hard_params=lambda p: map_weights(lambda w: quantise(w, levels), p),
+                description=description)
 
 
 def cross_entropy_of(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -360,17 +403,6 @@ def run(method: Method, data: Data, layer_sizes: Sequence[int], seed: int,
 
 # ---------------------------------------------------------------------------
 # Tables and plots
-
-
-def at_budget(curve: dict, axis: str, budget: float) -> tuple[Optional[float], bool]:
-  """Test accuracy at the last checkpoint with ``curve[axis] <= budget``, and
-  whether the run ended before the budget (its final value is used)."""
-  costs, acc = curve[axis], curve["test_accuracy"]
-  within = [i for i, c in enumerate(costs) if c <= budget]
-  if not within:
-    return None, False
-  i = within[-1]
-  return acc[i], i == len(costs) - 1 and costs[-1] < budget
 
 
 def budgets(runs: list[dict], axis: str) -> list[float]:

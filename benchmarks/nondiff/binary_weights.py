@@ -19,23 +19,17 @@ from __future__ import annotations
 
 import functools
 
-import amc_jax
 import jax.numpy as jnp
-import optax
 
 from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
-SIGMA0 = binary.DEFAULT_SIGMA0
-FLIP_FRACTION = binary.DEFAULT_FLIP_FRACTION
 ADAM_LR = 1e-2
 
 
 def methods_for(data: nd.Data, args):
   layer_sizes = nd.sizes(data, (args.hidden,))
-  digits = data.name == "digits"
-  mc_steps = args.mc_steps or (200 if args.quick else (50_000 if digits else 20_000))
-  gd_steps = args.gd_steps or (50 if args.quick else (5_000 if digits else 2_000))
+  mc_steps, gd_steps = nd.steps(data, args)
 
   def predict(p, x):
     return binary.apply(p, x, activation=jnp.tanh)
@@ -47,21 +41,10 @@ def methods_for(data: nd.Data, args):
   for name, levels in (("binary", binary.BINARY), ("ternary", binary.TERNARY)):
     methods.append(nd.Method(
         f"aMC, {name} weights", functools.partial(binary.init_params, levels=levels),
-        cross_entropy, predict,
-        lambda seed, levels=levels: amc_jax.amc(
-            SIGMA0, sigma_decay=1.0, proposal=binary.proposal(levels, FLIP_FRACTION), seed=seed),
-        True, mc_steps, levels=levels,
-        description=f"amc(sigma0={SIGMA0}, sigma_decay=1) with layerwise(partition(discrete("
-                    f"{levels}, {FLIP_FRACTION:g}), gaussian())), T = 0, batch mode"))
-
-    def surrogate(p, x, y, levels=levels):
-      weights = nd.map_weights(lambda w: nd.quantise_ste(w, levels), p)
-      return cross_entropy(weights, x, y)
-
-    methods.append(nd.Method(
-        f"BinaryConnect, {name}", nd.init_latent, surrogate, predict,
-        lambda seed: optax.adam(ADAM_LR), False, gd_steps, project=nd.clip_latent, levels=levels,
-        hard_params=lambda p, levels=levels: nd.map_weights(lambda w: nd.quantise(w, levels), p),
+        cross_entropy, predict, nd.grid_amc(levels), True, mc_steps, levels=levels,
+        description=nd.grid_amc_description(levels)))
+    methods.append(nd.latent_weights_method(
+        f"BinaryConnect, {name}", predict, predict, levels, gd_steps, ADAM_LR,
         description=f"optax.adam({ADAM_LR:g}) on latent weights in [-1, 1] (clipped), quantised "
                     f"to {levels} forward, identity backward (STE)"))
   return methods, layer_sizes

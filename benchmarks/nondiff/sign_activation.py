@@ -26,9 +26,7 @@ ADAM_LRS = (1e-3, 1e-2)
 
 def methods_for(data: nd.Data, args):
   layer_sizes = nd.sizes(data, (args.hidden,))
-  digits = data.name == "digits"
-  mc_steps = args.mc_steps or (200 if args.quick else (50_000 if digits else 20_000))
-  gd_steps = args.gd_steps or (50 if args.quick else (5_000 if digits else 2_000))
+  mc_steps, gd_steps = nd.steps(data, args)
 
   def predict(p, x):
     return binary.apply(p, x, activation=binary.sign)

@@ -15,22 +15,28 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
+from typing import Optional
 
 EVALUATION_BUDGETS = (1_000, 10_000, 50_000)
 SECOND_BUDGETS = (1.0, 10.0, 100.0)
 
 
+def at_budget(curve: dict, axis: str, budget: float) -> tuple[Optional[float], bool]:
+  """Test accuracy at the last checkpoint with ``curve[axis] <= budget``, and
+  whether the run ended before the budget (its final value is used)."""
+  costs, acc = curve[axis], curve["test_accuracy"]
+  within = [i for i, c in enumerate(costs) if c <= budget]
+  if not within:
+    return None, False
+  i = within[-1]
+  return acc[i], i == len(costs) - 1 and costs[-1] < budget
+
+
 def _acc_at(runs: list[dict], method: str, axis: str, budget: float) -> tuple[float, bool]:
-  values, early = [], False
-  for r in runs:
-    if r["method"] != method:
-      continue
-    costs, acc = r["curve"][axis], r["curve"]["test_accuracy"]
-    i = max(j for j, c in enumerate(costs) if c <= budget)
-    values.append(acc[i])
-    early = early or (i == len(costs) - 1 and costs[-1] < budget)
-  values.sort()
-  return values[len(values) // 2], early
+  """Median over ``method``'s runs of :func:`at_budget`, and whether any ended early."""
+  found = [at_budget(r["curve"], axis, budget) for r in runs if r["method"] == method]
+  return statistics.median(a for a, _ in found), any(e for _, e in found)
 
 
 def winners(runs: list[dict], axis: str, budget: float) -> tuple[str, str, str]:

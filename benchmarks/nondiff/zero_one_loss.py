@@ -28,9 +28,7 @@ ANNEAL_EXAMPLES = 2.0  # T0 in units of one training example's error, 1/n
 
 def methods_for(data: nd.Data, args):
   layer_sizes = nd.sizes(data, (args.hidden,))
-  digits = data.name == "digits"
-  mc_steps = args.mc_steps or (200 if args.quick else (50_000 if digits else 20_000))
-  gd_steps = args.gd_steps or (50 if args.quick else (5_000 if digits else 2_000))
+  mc_steps, gd_steps = nd.steps(data, args)
   t0 = ANNEAL_EXAMPLES / len(data.y_train)
   schedule = optax.linear_schedule(t0, 0.0, int(0.8 * mc_steps))
 

@@ -58,20 +58,9 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
                       f"or {DEFAULT_DATA_DIR})")
 
 
-QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
-
-
-def quick_compile() -> None:
-  """For --quick: XLA:CPU backend optimisation off, before JAX starts.
-
-  A smoke test compiles ~10 programs and runs each for a few steps, so
-  compile time is nearly all of it; this cuts it ~2.5x, with bit-identical
-  numbers when checked. XLA reads ``XLA_FLAGS`` once, when JAX starts its
-  backends, so call it before the first computation.
-  """
-  flags = os.environ.get("XLA_FLAGS", "")
-  if QUICK_XLA_FLAG not in flags.split():
-    os.environ["XLA_FLAGS"] = (flags + " " + QUICK_XLA_FLAG).strip()
+# The --quick compile setting, shared with benchmarks/nondiff.
+QUICK_XLA_FLAG = _common.QUICK_XLA_FLAG
+quick_compile = _common.quick_compile
 
 
 class Timer:
