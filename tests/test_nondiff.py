@@ -195,3 +195,25 @@ def test_nondiff_script_quick(name, tmp_path):
         assert len(set(r["curve"]["objective"])) == 1, r["curve"]["objective"]
   if name in ("binary_weights", "fully_discrete"):
     assert any(r["on_grid"] is True for r in record["datasets"]["digits"]["runs"])
+
+
+def test_move_choice_quick(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.nondiff.move_choice", "--quick", "--out-dir",
+       str(tmp_path), "--no-plot"],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  record = json.loads((tmp_path / "nondiff_move_choice_quick.json").read_text())
+  runs = record["datasets"]["digits"]["runs"]
+  assert [r["method"] for r in runs] == [
+      "dense, sigma0 0.01, decay 0.95", "dense, sigma0 0.03, decay 0.95",
+      "dense, sigma0 0.1, decay 0.95", "layerwise, sigma 0.1 fixed", "sparse 0.001, sigma 1 fixed"]
+  for r in runs:
+    objective = np.asarray(r["curve"]["objective"])  # T = 0: never rises, and falls
+    assert np.all(np.diff(objective) <= 1e-6 * objective[0]) and objective[-1] < objective[0]
+    assert 0.0 < r["acceptance"] < 1.0
+  # The fixed-size moves keep their sigma; the dense ones shrink it by 0.95 per
+  # 100 consecutive rejections, so at most by 0.95 ** (200 // 100) here.
+  assert [r["final_sigma"] for r in runs[3:]] == [0.1, 1.0]
+  for r, s0 in zip(runs[:3], (1e-2, 3e-2, 1e-1)):
+    assert s0 * 0.95 ** 2 * (1 - 1e-6) <= r["final_sigma"] <= s0 * (1 + 1e-6)

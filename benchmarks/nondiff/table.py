@@ -72,6 +72,8 @@ def main(argv=None) -> str:
         final.append(f"| {record['experiment']} | {ds} | {m} | {mine[0]['steps']} | "
                      f"{secs[len(secs) // 2]:.0f} | {acc[len(acc) // 2]:.3f} "
                      f"({acc[0]:.3f}-{acc[-1]:.3f}) |")
+      if all("acceptance" in r for r in runs):
+        continue  # Monte Carlo only (move_choice.py): no side-by-side rows
       for axis, budgets, unit in (("evaluations", EVALUATION_BUDGETS, "evaluations"),
                                   ("seconds", SECOND_BUDGETS, "s")):
         for b in budgets:
