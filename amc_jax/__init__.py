@@ -37,6 +37,8 @@ from amc_jax._src.probes import loss_along_line
 from amc_jax._src.proposals import gaussian_move
 from amc_jax._src.proposals import standard_normal_like
 from amc_jax._src.sharding import device_mesh
+from amc_jax._src.sequential import SequentialState
+from amc_jax._src.sequential import SequentialTest
 from amc_jax._src.signal_norm import SignalNormWarning
 from amc_jax._src.signal_norm import signal_norm_apply
 from amc_jax._src.signal_norm import signal_norm_value_fn
@@ -61,6 +63,8 @@ __all__ = (
     "PopulationState",
     "ProgressiveBatching",
     "ReplicaExchangeState",
+    "SequentialState",
+    "SequentialTest",
     "SignalNormWarning",
     "TrainState",
     "acceptance_by_loss",

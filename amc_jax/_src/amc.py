@@ -22,6 +22,7 @@ from optax._src import numerics
 from amc_jax._src import acceptance
 from amc_jax._src import base
 from amc_jax._src import proposals
+from amc_jax._src import sequential as sequential_lib
 
 PyTree = Any
 
@@ -78,6 +79,10 @@ class AMCState(NamedTuple):
     scales: with ``signal_norm=True``, the signal-norm multipliers
       lambda_i (Eq. 18) of the current params, a pytree like them
       (ones until the first step), cached with ``loss``; ``None`` otherwise.
+    sequential: with a :class:`~amc_jax.SequentialTest`, its
+      :class:`~amc_jax.SequentialState` (the cached per-example losses of the
+      current params and what the last decision read); ``None`` otherwise.
+      ``loss`` is then the mean of the cached losses over the chunks known.
 
   Examples:
     >>> import jax.numpy as jnp, amc_jax
@@ -100,6 +105,7 @@ class AMCState(NamedTuple):
   n_accept: jax.Array
   info: AMCInfo
   scales: Optional[PyTree] = None
+  sequential: Optional[sequential_lib.SequentialState] = None
 
   @property
   def proposal_state(self) -> PyTree:
@@ -273,6 +279,26 @@ def _trial_point(params: PyTree, move: PyTree, finite: jax.Array) -> PyTree:
   )
 
 
+def propose(
+    key: jax.Array,
+    proposal: proposals.Proposal,
+    state: AMCState,
+    params: PyTree,
+    scales: Optional[PyTree],
+) -> tuple[PyTree, Any, jax.Array, PyTree]:
+  """Step 2 of Section III, the draw: a move (Eq. 9 for the Gaussian move)
+  and the trial point. Returns ``(move, log_ratio, finite, trial_params)``.
+
+  The trial point is rounded exactly as ``optax.apply_updates(params, move)``
+  will round it, so the cached loss of an accepted move is exact.
+  """
+  move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
+  proposals.check_move(move, params)
+  # A non-finite move (from non-finite scales) is never accepted.
+  finite = _finite(move)
+  return move, log_ratio, finite, _trial_point(params, move, finite)
+
+
 def propose_and_evaluate(
     key: jax.Array,
     proposal: proposals.Proposal,
@@ -282,17 +308,9 @@ def propose_and_evaluate(
     value_fn: Callable[[PyTree], Any],
     signal_norm: bool,
 ) -> Trial:
-  """Step 2 of Section III: draw a move (Eq. 9 for the Gaussian move) and
-  evaluate the loss at ``params + move``.
-
-  The trial point is rounded exactly as ``optax.apply_updates(params, move)``
-  will round it, so the cached loss of an accepted move is exact.
-  """
-  move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
-  proposals.check_move(move, params)
-  # A non-finite move (from non-finite scales) is never accepted.
-  finite = _finite(move)
-  trial_params = _trial_point(params, move, finite)
+  """Step 2 of Section III: draw a move (:func:`propose`) and evaluate the
+  loss at ``params + move``."""
+  move, log_ratio, finite, trial_params = propose(key, proposal, state, params, scales)
   loss, trial_scales = evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
   return Trial(move, log_ratio, jnp.where(finite, loss, jnp.nan), trial_scales)
 
@@ -525,6 +543,49 @@ def step(
   )
 
 
+def sequential_step(
+    state: AMCState,
+    params: PyTree,
+    *,
+    proposal: proposals.Proposal,
+    chunk_fn: Callable[[PyTree, jax.Array], jax.Array],
+    scales: Optional[PyTree],
+    n_reset: base.Scalar,
+    sigma_decay: base.Scalar,
+    temperature: jax.Array,
+    cold: bool = False,
+) -> tuple[PyTree, AMCState]:
+  """One step of Section III decided by the sequential test (:class:`~amc_jax.SequentialTest`).
+
+  The same parts as :func:`step`, with the acceptance test reading the data
+  chunk by chunk (:func:`amc_jax._src.sequential.decide`) instead of
+  comparing two losses: propose, decide, adapt. U(x) needs no separate
+  evaluation: the test reads (or recalls) the current params' per-example
+  losses with those of the trial. Random numbers: ``state.key`` splits into
+  ``(next key, proposal key, acceptance key)`` as in :func:`step`; the
+  uniform is drawn from the acceptance key as there, and the chunk order from
+  ``fold_in(acceptance key, 1)``.
+  """
+  if scales is not None:
+    proposals.check_scales(scales, params)
+  key, proposal_key, accept_key = jax.random.split(state.key, 3)
+  # 2. A trial move x' = x + eps, decided on as much data as it takes.
+  move, log_ratio, finite, trial_params = propose(proposal_key, proposal, state, params, scales)
+  outcome = sequential_lib.decide(
+      accept_key, state.sequential, chunk_fn, params, trial_params, temperature, log_ratio,
+      finite, cold=cold,
+  )
+  trial = Trial(move, log_ratio, outcome.trial_loss, None)
+  # 3-4. Adapt sigma, the reject counter and the move's state (mu, Eq. 10).
+  rejected = adapt(state, outcome.decision.accepted, n_reset, sigma_decay)
+  updates, new = next_state(
+      state, proposal, trial, outcome.current_loss, None, outcome.decision, rejected, key
+  )
+  return updates, new._replace(
+      loss=sequential_lib.cached_loss(outcome.state), sequential=outcome.state
+  )
+
+
 def _transformation(
     *,
     proposal: proposals.Proposal,
@@ -538,6 +599,7 @@ def _transformation(
     num_proposals: int = 1,
     try_move: Optional[Callable[..., tuple[Trial, acceptance.Decision]]] = None,
     accept_with: str = "cond",
+    sequential: Optional[sequential_lib.SequentialTest] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The optax transformation around :func:`step`: ``init`` and ``update``.
 
@@ -566,6 +628,7 @@ def _transformation(
             reset=jnp.zeros([], bool),
         ),
         scales=jax.tree_util.tree_map(jnp.ones_like, params) if signal_norm else None,
+        sequential=None if sequential is None else sequential_lib.init(sequential),
     )
 
   def update_fn(
@@ -577,6 +640,7 @@ def _transformation(
       value: Optional[Any] = None,
       scales: Optional[PyTree] = None,
       temperature: Optional[base.Scalar] = None,
+      chunk_fn: Optional[Callable[[PyTree, jax.Array], Any]] = None,
       **extra_args: Any,
   ) -> tuple[PyTree, AMCState]:
     del updates, extra_args  # Monte Carlo uses no gradients.
@@ -585,6 +649,20 @@ def _transformation(
           "amc_jax transformations need the current params: call"
           " tx.update(updates, state, params, value_fn=...)."
       )
+    if temperature is None:
+      t = acceptance.temperature_at(schedule, state.count)
+      cold = base.is_static_zero(schedule)
+    else:
+      t = acceptance.temperature_override(temperature)
+      cold = False
+    if state.sequential is not None:
+      return _sequential_update(state, params, chunk_fn, value, scales, t, cold)
+    if chunk_fn is not None:
+      raise ValueError(
+          "chunk_fn= is the per-example loss of a sequential test, but this"
+          " state has none: build the transformation with"
+          " sequential=amc_jax.SequentialTest(...), or pass value_fn=."
+      )
     if value_fn is None:
       raise TypeError(
           "amc_jax transformations need the loss: pass value_fn=, a function"
@@ -592,12 +670,6 @@ def _transformation(
       )
     if not callable(value_fn):
       raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
-    if temperature is None:
-      t = acceptance.temperature_at(schedule, state.count)
-      cold = base.is_static_zero(schedule)
-    else:
-      t = acceptance.temperature_override(temperature)
-      cold = False
     return step(
         state,
         params,
@@ -613,6 +685,38 @@ def _transformation(
         try_move=try_move,
         cold=cold,
         accept_with=accept_with,
+    )
+
+  def _sequential_update(state, params, chunk_fn, value, scales, t, cold):
+    if chunk_fn is None:
+      raise TypeError(
+          "this state runs a sequential test: pass chunk_fn=, a function"
+          " (params, c) -> the per-example losses of data chunk c, as a keyword"
+          " argument of tx.update."
+      )
+    if not callable(chunk_fn):
+      raise TypeError(f"chunk_fn must be callable, got {type(chunk_fn).__name__}.")
+    if value is not None:
+      raise ValueError(
+          "value= has no meaning with a sequential test: the test reads the"
+          " current params' per-example losses itself."
+      )
+    if signal_norm or num_proposals != 1:
+      raise ValueError(
+          "the sequential test works with one proposal and without signal norm;"
+          f" this transformation has signal_norm={signal_norm},"
+          f" num_proposals={num_proposals}."
+      )
+    return sequential_step(
+        state,
+        params,
+        proposal=proposal,
+        chunk_fn=chunk_fn,
+        scales=scales,
+        n_reset=n_reset,
+        sigma_decay=sigma_decay,
+        temperature=t,
+        cold=cold,
     )
 
   schedule = temperature
@@ -657,6 +761,7 @@ def amc(
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
+    sequential: Optional[sequential_lib.SequentialTest] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adaptive Monte Carlo (aMC), Section III of Whitelam et al. (2022).
 
@@ -728,6 +833,9 @@ def amc(
       evaluations). ``K = 1`` is the step above, bit for bit. On an
       accelerator K evaluations cost about one; on a CPU, K.
     minibatch: evaluate the current params' loss on every step (see above).
+      On a real data set prefer the sequential test (next argument): a
+      fixed-size minibatch stalls at its noise floor, and with
+      ``epsilon > 0`` mu follows moves accepted on noise.
     signal_norm: "signal norm on" (Section III B): the step size of weight
       :math:`x_i` feeding neuron :math:`j` is :math:`\lambda_i\sigma` with
 
@@ -743,6 +851,16 @@ def amc(
       so a batch-mode step still costs one call of ``value_fn``; ``value=``
       must then be such a pair too. A ``scales=`` argument multiplies them.
     seed: an int or a ``jax.random.key`` (a legacy ``PRNGKey`` is accepted).
+    sequential: a :class:`~amc_jax.SequentialTest` (with ``num_examples``):
+      decide each move with just enough data. ``tx.update`` then takes
+      ``chunk_fn=`` (``chunk_fn(params, c)``: the per-example losses of data
+      chunk ``c``) instead of ``value_fn=``, the state caches the current
+      params' per-example losses (``state.sequential``), and a move is
+      accepted only when the data say, with the test's confidence, that the
+      full-data loss does not rise (T = 0) or passes the Metropolis test
+      (T > 0). mu (Eq. 10) then follows only such moves. One proposal, no
+      signal norm. :func:`~amc_jax.fit` uses the test by default for
+      minibatches (``batch_size=``).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` is called as
@@ -785,6 +903,13 @@ def amc(
   base.check_temperature(temperature)
   _check_flags(minibatch, signal_norm)
   num_proposals = _num_proposals(num_proposals)
+  if sequential is not None:
+    sequential_lib.check_test(sequential, need_examples=True)
+    if signal_norm or num_proposals != 1:
+      raise ValueError(
+          "sequential works with one proposal and without signal norm; got"
+          f" signal_norm={signal_norm}, num_proposals={num_proposals}."
+      )
   if base.is_concrete(seed):
     base.as_key(seed)  # validate the type now rather than at init
   if proposal is None:
@@ -807,6 +932,7 @@ def amc(
       signal_norm=signal_norm,
       seed=seed,
       num_proposals=num_proposals,
+      sequential=sequential,
   )
 
 
@@ -819,6 +945,7 @@ def metropolis(
     minibatch: bool = False,
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
+    sequential: Optional[sequential_lib.SequentialTest] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Plain Metropolis Monte Carlo: aMC with :math:`\epsilon = 0` and fixed sigma.
 
@@ -841,6 +968,7 @@ def metropolis(
     signal_norm: step sizes :math:`\lambda_i \sigma` from the signal feeding
       each neuron; see :func:`amc`.
     seed: an int or a ``jax.random.key``.
+    sequential: a :class:`~amc_jax.SequentialTest`; see :func:`amc`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; see :func:`amc`.
@@ -872,4 +1000,5 @@ def metropolis(
       minibatch=minibatch,
       signal_norm=signal_norm,
       seed=seed,
+      sequential=sequential,
   )

@@ -20,6 +20,7 @@ import inspect
 import math
 import numbers
 import sys
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -31,6 +32,7 @@ from jax import lax
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble as ensemble_lib
+from amc_jax._src import sequential as sequential_lib
 
 PyTree = Any
 
@@ -169,28 +171,78 @@ class _Spec:
 
   tx: _Ref
   loss_fn: _Ref
-  mode: str  # "none": loss_fn(params); "full": a fixed batch; "minibatch"
-  batch_size: int  # minibatch size in "minibatch" mode, else 0
+  # "none": loss_fn(params); "full": a fixed batch; "minibatch"; "sequential":
+  # the sequential test over the shuffled data, in chunks.
+  mode: str
+  batch_size: int  # minibatch size in "minibatch" mode, units per chunk in "sequential", else 0
   monte_carlo: bool
   extra_args: bool  # the (gradient) tx takes value=, grad=, value_fn=
   ensemble: bool
   # tx itself owns a leading replica axis (replica_exchange, population,
   # population_annealing): its state's loss has one entry per replica.
   replicas: bool = False
+  # loss_fn returns per-example losses: the loss of a batch is their mean.
+  per_example: bool = False
+  # "sequential" with a mean-form loss_fn: each unit of the test is the mean
+  # loss of a group of this many rows (0: the units are examples).
+  group: int = 0
+  # Per-example loss evaluations that make one pass over the data (1 without data).
+  pass_size: int = 1
+
+
+def _mean_loss(spec: "_Spec", loss_fn: Callable) -> Callable:
+  if not spec.per_example:
+    return loss_fn
+  return lambda *args: jnp.mean(loss_fn(*args))
+
+
+def _chunk_fn(spec: "_Spec", data: PyTree) -> Callable[[PyTree, jax.Array], jax.Array]:
+  """The sequential test's ``chunk_fn`` over the shuffled, chunk-laid data."""
+  loss_fn, size = spec.loss_fn.obj, spec.batch_size
+
+  def chunk_fn(params, c):
+    rows = jax.tree_util.tree_map(
+        lambda x: lax.dynamic_slice_in_dim(x, c * size, size), data
+    )
+    if spec.group:  # a mean-form loss, one mean per group of rows
+      return jax.vmap(lambda g: loss_fn(params, g))(rows)
+    return loss_fn(params, rows)
+
+  return chunk_fn
 
 
 def _value_fn(spec: _Spec, batch: PyTree) -> Callable[[PyTree], jax.Array]:
-  loss_fn = spec.loss_fn.obj
+  loss_fn = _mean_loss(spec, spec.loss_fn.obj)
   if spec.mode == "none":
     return loss_fn
   return lambda params: loss_fn(params, batch)
 
 
-def _chain_step(spec: _Spec, params, opt_state, batch):
-  """One step of one chain. Returns (params, state, loss, accepted, sigma)."""
-  tx = spec.tx.obj
-  value_fn = _value_fn(spec, batch)
+def _step_passes(spec: _Spec, opt_state) -> jax.Array:
+  """Data passes of one step: per-example loss evaluations / examples."""
   dtype = base.loss_dtype()
+  if spec.mode == "sequential":
+    evaluated = amc_lib.monte_carlo_state(opt_state).sequential.evaluated
+    return evaluated.astype(dtype) / spec.pass_size
+  per_step = spec.batch_size if spec.mode == "minibatch" else spec.pass_size
+  if spec.monte_carlo and spec.mode == "minibatch":
+    per_step *= 2  # U(x) and U(x') on the step's minibatch
+  return jnp.asarray(per_step / spec.pass_size, dtype)
+
+
+def _chain_step(spec: _Spec, params, opt_state, batch):
+  """One step of one chain. Returns (params, state, loss, accepted, sigma, passes)."""
+  tx = spec.tx.obj
+  dtype = base.loss_dtype()
+  if spec.mode == "sequential":
+    updates, opt_state = tx.update(None, opt_state, params, chunk_fn=_chunk_fn(spec, batch))
+    state = amc_lib.monte_carlo_state(opt_state)
+    params = optax.apply_updates(params, updates)
+    return (
+        params, opt_state, state.loss.astype(dtype), state.info.accepted,
+        state.sigma.astype(dtype), _step_passes(spec, opt_state),
+    )
+  value_fn = _value_fn(spec, batch)
   if spec.monte_carlo:
     if spec.mode == "minibatch":
       # Both losses on this step's minibatch: right whatever the mode of tx (a
@@ -215,7 +267,10 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
     accepted = jnp.zeros([], bool)
     sigma = jnp.full([], jnp.nan, dtype)
   params = optax.apply_updates(params, updates)
-  return params, opt_state, jnp.asarray(loss).astype(dtype), accepted, sigma.astype(dtype)
+  return (
+      params, opt_state, jnp.asarray(loss).astype(dtype), accepted, sigma.astype(dtype),
+      _step_passes(spec, opt_state),
+  )
 
 
 def _draw_batch(spec: _Spec, data: PyTree, data_key: jax.Array, t: jax.Array) -> PyTree:
@@ -246,10 +301,11 @@ def _run_chunk_impl(params, opt_state, data, data_key, steps, *, spec: _Spec):
   dtype = base.loss_dtype()
 
   def one_step(carry, t):
-    params, opt_state, n_accept, _, _ = carry
+    params, opt_state, n_accept, _, _, passes = carry
     batch = _draw_batch(spec, data, data_key, t)
-    params, opt_state, loss, accepted, sigma = step(params, opt_state, batch)
-    return (params, opt_state, n_accept + accepted.astype(jnp.int32), loss, sigma), None
+    params, opt_state, loss, accepted, sigma, step_passes = step(params, opt_state, batch)
+    n_accept = n_accept + accepted.astype(jnp.int32)
+    return (params, opt_state, n_accept, loss, sigma, passes + step_passes), None
 
   def window(carry, ts):
     params, opt_state = carry
@@ -259,13 +315,15 @@ def _run_chunk_impl(params, opt_state, data, data_key, steps, *, spec: _Spec):
         jnp.zeros(lead, jnp.int32),
         jnp.zeros(lead, dtype),
         jnp.zeros(lead, dtype),
+        jnp.zeros(lead, dtype),
     )
-    (params, opt_state, n_accept, loss, sigma), _ = lax.scan(one_step, init, ts)
+    (params, opt_state, n_accept, loss, sigma, passes), _ = lax.scan(one_step, init, ts)
     if spec.monte_carlo:
       rate = n_accept.astype(dtype) / jnp.asarray(ts.shape[0], dtype)
     else:
       rate = jnp.full(lead, jnp.nan, dtype)
-    return (params, opt_state), {"loss": loss, "acceptance": rate, "sigma": sigma}
+    rows = {"loss": loss, "acceptance": rate, "sigma": sigma, "passes": passes}
+    return (params, opt_state), rows
 
   (params, opt_state), rows = lax.scan(window, (params, opt_state), steps)
   return params, opt_state, rows
@@ -437,6 +495,120 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 # ----------------------------------------------------------------------------
+# The sequential test in fit.
+
+
+def _per_example(loss_fn: Callable, params: PyTree, data: PyTree, rows: int, one_chain: bool) -> bool:
+  """Whether ``loss_fn(params, batch)`` returns per-example losses (shape ``[rows]``)."""
+  p = select_chain(params, 0) if one_chain else params
+  batch = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct((rows,) + tuple(np.shape(x)[1:]), jnp.result_type(x)), data
+  )
+  out = jax.eval_shape(loss_fn, p, batch)
+  return hasattr(out, "shape") and tuple(out.shape) == (rows,)
+
+
+def _resolve_sequential(
+    sequential: Any, opt_state: PyTree, *, batch_size: Optional[int], n_examples: int,
+    per_example: bool, monte_carlo: bool, replicas: bool, has_data: bool,
+) -> tuple[Optional[sequential_lib.SequentialTest], int]:
+  """The sequential test fit runs, if any, and the group size of a mean-form loss.
+
+  A transformation built with a test keeps it; ``sequential=SequentialTest``
+  asks for one; by default Monte Carlo minibatches (``batch_size``) use one
+  with chunks of ``batch_size`` examples; ``sequential=False`` keeps plain
+  minibatches.
+  """
+  if not (sequential is None or sequential is False
+          or isinstance(sequential, sequential_lib.SequentialTest)):
+    raise TypeError(
+        f"sequential must be None, False or an amc_jax.SequentialTest, got {sequential!r}."
+    )
+  built = [s.sequential for s in amc_lib.monte_carlo_states(opt_state) if s.sequential is not None]
+  if built:
+    if sequential is not None or not per_example or batch_size is not None:
+      raise ValueError(
+          "tx was built with a SequentialTest: fit runs it on data with a loss_fn"
+          " that returns per-example losses, without batch_size= or sequential=."
+      )
+    cache = built[0]
+    test = sequential_lib.SequentialTest(
+        num_examples=int(np.ravel(cache.num_examples)[0]),
+        chunk_size=int(cache.losses.shape[-1]),
+        confidence=float(np.ravel(cache.confidence)[0]),
+    )
+    if test.num_examples != n_examples:
+      raise ValueError(
+          f"tx's SequentialTest has num_examples={test.num_examples}, but data has"
+          f" {n_examples} examples."
+      )
+    return test, 0
+  if isinstance(sequential, sequential_lib.SequentialTest):
+    if not (monte_carlo and has_data) or replicas or batch_size is not None:
+      raise ValueError(
+          "sequential=SequentialTest(...) decides Monte Carlo steps of amc or"
+          " metropolis (or an ensemble of them) on data; it sets the chunk size"
+          " itself, so drop batch_size."
+      )
+    if sequential.num_examples not in (None, n_examples):
+      raise ValueError(
+          f"sequential.num_examples={sequential.num_examples}, but data has"
+          f" {n_examples} examples; leave it None for fit to fill in."
+      )
+    test = sequential._replace(num_examples=n_examples)
+  elif sequential is None and batch_size is not None and monte_carlo and not replicas:
+    if batch_size < sequential_lib.MIN_EXAMPLES:
+      warnings.warn(
+          f"batch_size={batch_size} is too small for the sequential acceptance test"
+          f" (chunks of >= {sequential_lib.MIN_EXAMPLES} examples): fit draws plain"
+          " minibatches, on which Monte Carlo stalls at the minibatch noise floor."
+          " Use batch_size >= 10, or pass sequential=False to silence this.",
+          UserWarning, stacklevel=3,
+      )
+      return None, 0
+    test = sequential_lib.SequentialTest(num_examples=n_examples, chunk_size=batch_size)
+  else:
+    return None, 0
+  sequential_lib.check_test(test, need_examples=True)
+  if per_example:
+    return test, 0
+  # A mean-form loss: the test's units are the mean losses of groups of rows,
+  # ten groups a chunk.
+  group = max(1, test.chunk_size // sequential_lib.MIN_EXAMPLES)
+  units = test.chunk_size // group
+  if n_examples // group < units:
+    raise ValueError(f"data has too few examples ({n_examples}) for chunks of {test.chunk_size}.")
+  return test._replace(num_examples=n_examples // group, chunk_size=units), group
+
+
+def _sequential_data(data: PyTree, key: jax.Array, test: sequential_lib.SequentialTest,
+                     group: int, n_examples: int) -> PyTree:
+  """The data in the test's layout: one random permutation (``fold_in(key, 3)``)
+  cut into ``num_chunks`` chunks; the last chunk padded with repeated rows
+  (ignored by the test), or, for a mean-form loss, rows in groups."""
+  order = jax.random.permutation(jax.random.fold_in(key, 3), n_examples)
+  if group:
+    idx = order[: test.num_examples * group]
+    return jax.tree_util.tree_map(
+        lambda x: jnp.take(x, idx, axis=0).reshape((test.num_examples, group) + x.shape[1:]), data
+    )
+  pad = test.num_chunks * test.chunk_size - n_examples
+  idx = jnp.concatenate([order, order[:pad]])
+  return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+
+
+def _attach_sequential(opt_state: PyTree, test: sequential_lib.SequentialTest, ensemble: bool) -> PyTree:
+  """Every AMCState with a fresh :class:`SequentialState` (an empty cache)."""
+  fresh = sequential_lib.init(test)
+
+  def attach(state):
+    return amc_lib.replace_monte_carlo_states(lambda s: s._replace(sequential=fresh), state)
+
+  return jax.vmap(attach)(opt_state) if ensemble else attach(opt_state)
+
+
+
+# ----------------------------------------------------------------------------
 # Progress.
 
 
@@ -497,6 +669,7 @@ def fit(
     opt_state: Optional[PyTree] = None,
     n_chains: Optional[int] = None,
     progressive: Optional[ProgressiveBatching] = None,
+    sequential: Union[None, bool, sequential_lib.SequentialTest] = None,
     chunk: Optional[int] = None,
     log_every: Optional[int] = None,
     eval_fn: Optional[Callable[[PyTree], Any]] = None,
@@ -706,16 +879,32 @@ def fit(
       and jnp.ndim(amc_lib.monte_carlo_state(opt_state).count) == 1
   )
 
-  mode = "none" if data is None else ("minibatch" if batch_size else "full")
+  per_example = data is not None and _per_example(
+      loss_fn, params, data, batch_size or n_examples, ensemble or replicas
+  )
+  test, group = _resolve_sequential(
+      sequential, opt_state, batch_size=batch_size, n_examples=n_examples,
+      per_example=per_example, monte_carlo=monte_carlo, replicas=replicas,
+      has_data=data is not None,
+  )
+  if test is not None and progressive is not None:
+    raise ValueError("progressive batching and the sequential test exclude each other.")
+  if data is None:
+    mode = "none"
+  else:
+    mode = "sequential" if test else ("minibatch" if batch_size else "full")
   spec = _Spec(
       tx=_Ref(tx),
       loss_fn=_Ref(loss_fn),
       mode=mode,
-      batch_size=batch_size or 0,
+      batch_size=test.chunk_size if test else (batch_size or 0),
       monte_carlo=monte_carlo,
       extra_args=isinstance(tx, optax.GradientTransformationExtraArgs),
       ensemble=ensemble,
       replicas=replicas,
+      per_example=per_example,
+      group=group,
+      pass_size=test.num_examples if test else max(n_examples, 1),
   )
 
   # The batch that full-batch chunks see: all of data, or the progressive one.
@@ -724,7 +913,11 @@ def fit(
     order = jax.random.permutation(jax.random.fold_in(key, 2), n_examples)
     size = progressive.start
     batch = _first_rows(data, order, size=size)
-  if monte_carlo and mode != "minibatch":
+  if test is not None:
+    batch = _sequential_data(data, key, test, group, n_examples)
+    size = test.chunk_size * max(group, 1)
+    opt_state = _attach_sequential(opt_state, test, ensemble)
+  elif monte_carlo and mode != "minibatch":
     opt_state = _rebase(params, opt_state, batch, spec=spec, reset=False)
 
   # --- the loop --------------------------------------------------------------
@@ -747,7 +940,7 @@ def fit(
       # A NumPy array travels with the call: no extra dispatch to build it.
       ts = np.arange(done, done + length, dtype=np.int32).reshape(-1, log_every)
       params, opt_state, chunk_rows = _run_chunk(
-          params, opt_state, batch if mode == "full" else data, data_key, ts, spec=spec
+          params, opt_state, data if mode == "minibatch" else batch, data_key, ts, spec=spec
       )
       done += length
       if eval_fn is not None and done % eval_every == 0:
@@ -779,6 +972,9 @@ def fit(
       for name in ("loss", "acceptance", "sigma", "batch_size")
   }
   history["step"] = np.arange(1, len(history["loss"]) + 1, dtype=np.int64) * log_every
+  history["data_passes"] = np.cumsum(
+      np.concatenate([r["passes"] for r in rows]).astype(np.float64), axis=0
+  )
   if eval_fn is not None:
     history["eval_step"] = np.asarray([s for s, _ in evals], np.int64)
     results = jax.device_get([r for _, r in evals])
