@@ -123,7 +123,9 @@ def test_minibatches_compare_both_losses_on_the_documented_minibatch(minibatch):
   # Whatever the mode of tx, fit passes value= (U(x) on this step's
   # minibatch), so both give the same chain as a replay with that value.
   tx = amc_tx(minibatch=True) if minibatch else TX
-  result = amc_jax.fit(tx, PARAMS, loss_fn, DATA, steps=200, batch_size=32, key=5, **KW)
+  result = amc_jax.fit(
+      tx, PARAMS, loss_fn, DATA, steps=200, batch_size=32, key=5, sequential=False, **KW
+  )
   params, state = minibatch_reference()
   chex.assert_trees_all_equal(result.params, params)
   chex.assert_trees_all_equal(result.opt_state, state)
@@ -150,7 +152,8 @@ def counted_loss(params, batch):
 def test_loss_evaluations_per_step(tx, batch_size, expected):
   EVALUATIONS.clear()
   result = amc_jax.fit(
-      tx, PARAMS, counted_loss, DATA, steps=20, batch_size=batch_size, progress=False
+      tx, PARAMS, counted_loss, DATA, steps=20, batch_size=batch_size, sequential=False,
+      progress=False,
   )
   jax.effects_barrier()
   assert len(EVALUATIONS) == expected
@@ -163,6 +166,7 @@ def test_results_do_not_depend_on_chunk_or_log_every():
       TX, PARAMS, loss_fn, DATA, steps=200, batch_size=32, key=5, chunk=40, log_every=20,
       progress=False,
   )
+  np.testing.assert_array_equal(b.history["data_passes"][4::5], a.history["data_passes"][1::2])
   chex.assert_trees_all_equal(a.params, b.params)
   np.testing.assert_array_equal(b.history["loss"][4::5], a.history["loss"][1::2])
 
@@ -173,7 +177,8 @@ def test_a_resumed_full_batch_fit_rebases_the_cached_loss():
   # proposal is rejected, so the cache would survive unless re-based.
   huge = TX.init(PARAMS)._replace(sigma=jnp.asarray(100.0, jnp.float32))
   first = amc_jax.fit(
-      TX, PARAMS, loss_fn, DATA, steps=100, batch_size=32, opt_state=huge, **KW
+      TX, PARAMS, loss_fn, DATA, steps=100, batch_size=32, opt_state=huge, sequential=False,
+      **KW,
   )
   assert first.opt_state.loss != loss_fn(first.params, DATA)
   second = amc_jax.fit(
@@ -313,7 +318,8 @@ def test_m_chains_cost_one_program_and_one_dispatch_per_chunk(monkeypatch):
   before = chunk_fn._cache_size()
   for m in (4, 32):
     amc_jax.fit(
-        TX, init_params, loss_fn, DATA, steps=200, n_chains=m, batch_size=32, key=9, **KW
+        TX, init_params, loss_fn, DATA, steps=200, n_chains=m, batch_size=32, key=9,
+        sequential=False, **KW,
     )
   assert calls == [True] * 4  # 2 chunks each
   # Each ensemble size is one program; nothing is compiled per chain.
@@ -323,11 +329,17 @@ def test_m_chains_cost_one_program_and_one_dispatch_per_chunk(monkeypatch):
 # --- ensembles ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch_size", [None, 32], ids=["full_batch", "minibatch"])
-def test_chain_k_of_an_ensemble_is_the_single_chain_fit_of_its_params_and_state(batch_size):
+@pytest.mark.parametrize(
+    "batch_size, sequential",
+    [(None, None), (32, False), (32, None)],
+    ids=["full_batch", "minibatch", "sequential"],
+)
+def test_chain_k_of_an_ensemble_is_the_single_chain_fit_of_its_params_and_state(
+    batch_size, sequential
+):
   m, key, tx = 4, 9, TX
   params = jax.vmap(init_params)(jax.random.split(jax.random.key(0), m))
-  kw = dict(KW, steps=200, batch_size=batch_size, key=key)
+  kw = dict(KW, steps=200, batch_size=batch_size, key=key, sequential=sequential)
   ens = amc_jax.fit(tx, params, loss_fn, DATA, n_chains=m, **kw)
   # The documented initial ensemble state: init_ensemble seeded by tx's key.
   state0 = amc_jax.init_ensemble(tx, params, tx.init(PARAMS).key)

@@ -218,13 +218,16 @@ def _value_fn(spec: _Spec, batch: PyTree) -> Callable[[PyTree], jax.Array]:
   return lambda params: loss_fn(params, batch)
 
 
-def _step_passes(spec: _Spec, opt_state) -> jax.Array:
+def _step_passes(spec: _Spec, opt_state, batch: PyTree) -> jax.Array:
   """Data passes of one step: per-example loss evaluations / examples."""
   dtype = base.loss_dtype()
   if spec.mode == "sequential":
     evaluated = amc_lib.monte_carlo_state(opt_state).sequential.evaluated
     return evaluated.astype(dtype) / spec.pass_size
-  per_step = spec.batch_size if spec.mode == "minibatch" else spec.pass_size
+  if spec.mode == "full":  # all the data, or progressive batching's minibatch
+    per_step = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  else:
+    per_step = spec.batch_size if spec.mode == "minibatch" else 1
   if spec.monte_carlo and spec.mode == "minibatch":
     per_step *= 2  # U(x) and U(x') on the step's minibatch
   return jnp.asarray(per_step / spec.pass_size, dtype)
@@ -240,7 +243,7 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
     params = optax.apply_updates(params, updates)
     return (
         params, opt_state, state.loss.astype(dtype), state.info.accepted,
-        state.sigma.astype(dtype), _step_passes(spec, opt_state),
+        state.sigma.astype(dtype), _step_passes(spec, opt_state, batch),
     )
   value_fn = _value_fn(spec, batch)
   if spec.monte_carlo:
@@ -269,7 +272,7 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
   params = optax.apply_updates(params, updates)
   return (
       params, opt_state, jnp.asarray(loss).astype(dtype), accepted, sigma.astype(dtype),
-      _step_passes(spec, opt_state),
+      _step_passes(spec, opt_state, batch),
   )
 
 
