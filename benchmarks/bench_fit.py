@@ -95,7 +95,8 @@ def compare_fit_and_scan(tx, params, data, steps, chunk, repeats, batch_size=Non
   state = tx.init(params)
   key = jax.random.key(0)
   scan = bare_scan(tx, steps, batch_size)
-  kw = dict(steps=steps, batch_size=batch_size, progress=False)
+  # Plain minibatches: the step the bare scan runs (not the sequential test).
+  kw = dict(steps=steps, batch_size=batch_size, sequential=False, progress=False)
   fns = {"bare lax.scan (1 dispatch)": lambda: scan(params, state, data, key)}
   if batch_size is None:
     # The step fit runs in batch mode: the cached U(x) passed as value=.

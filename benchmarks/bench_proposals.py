@@ -289,7 +289,8 @@ def rnn_task(args):
     first = jax.device_get(evaluate(params))
     clock = Clock(args.rnn_eval_every)
     result = amc_jax.fit(tx, params, loss_fn, train, steps=args.rnn_steps,
-                         batch_size=batch_size, key=args.seed, n_chains=args.seeds,
+                         batch_size=batch_size, sequential=False, key=args.seed,
+                         n_chains=args.seeds,
                          chunk=args.rnn_eval_every, log_every=args.rnn_eval_every,
                          eval_fn=clock.wrap(evaluate), eval_every=args.rnn_eval_every,
                          progress=False)

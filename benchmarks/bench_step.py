@@ -154,7 +154,8 @@ def bench_problem(problem, n_steps, repeats, batch_size=None, torch_dir=None):
   adam_state = adam.init(params)
   fit_tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET)
   fit = lambda: amc_jax.fit(
-      fit_tx, params, loss, data, steps=n_steps, batch_size=batch_size, chunk=n_steps,
+      fit_tx, params, loss, data, steps=n_steps, batch_size=batch_size, sequential=False,
+      chunk=n_steps,
       log_every=n_steps, progress=False,
   ).params
   rows = {

@@ -166,7 +166,10 @@ def test_results_do_not_depend_on_chunk_or_log_every():
       TX, PARAMS, loss_fn, DATA, steps=200, batch_size=32, key=5, chunk=40, log_every=20,
       progress=False,
   )
-  np.testing.assert_array_equal(b.history["data_passes"][4::5], a.history["data_passes"][1::2])
+  # Passes are summed in float32 within a window: equal to rounding.
+  np.testing.assert_allclose(
+      b.history["data_passes"][4::5], a.history["data_passes"][1::2], rtol=1e-6
+  )
   chex.assert_trees_all_equal(a.params, b.params)
   np.testing.assert_array_equal(b.history["loss"][4::5], a.history["loss"][1::2])
 

@@ -705,7 +705,8 @@ def _transformation(
       raise ValueError(
           "the sequential test works with one proposal and without signal norm;"
           f" this transformation has signal_norm={signal_norm},"
-          f" num_proposals={num_proposals}."
+          f" num_proposals={num_proposals} (with fit, pass sequential=False for"
+          " plain minibatches)."
       )
     return sequential_step(
         state,

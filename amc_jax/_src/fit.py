@@ -112,7 +112,15 @@ class FitResult(NamedTuple):
       - ``"sigma"`` (same shape): sigma after the row; NaN for gradient
         optimizers.
       - ``"batch_size"`` ``[rows]``: examples per loss evaluation (N for
-        full-batch steps, 0 without data).
+        full-batch steps, the chunk size for the sequential test, 0 without
+        data).
+      - ``"data_passes"`` (same shape as ``"loss"``): data passes used by
+        this call up to the end of the row, one pass being N per-example loss
+        evaluations: 1 per full-batch step, 2B/N per Monte Carlo step on a
+        minibatch of B (U(x) and U(x')), what the sequential test read, and
+        B/N per gradient step (the backward pass not counted). Without data:
+        evaluations of ``loss_fn``. The evaluation that re-bases the cached
+        loss before the first full-batch step is not counted.
       - ``"eval_step"`` ``[evals]`` and ``"eval"``: the steps at which
         ``eval_fn`` ran and its results, a pytree like ``eval_fn``'s output
         with a leading ``[evals]`` axis (only when ``eval_fn`` is given).
@@ -528,11 +536,13 @@ def _resolve_sequential(
         f"sequential must be None, False or an amc_jax.SequentialTest, got {sequential!r}."
     )
   built = [s.sequential for s in amc_lib.monte_carlo_states(opt_state) if s.sequential is not None]
-  if built:
-    if sequential is not None or not per_example or batch_size is not None:
+  if built and sequential is None and batch_size is None:
+    # A transformation built with a test (or a state from a sequential fit)
+    # keeps its test.
+    if not per_example:
       raise ValueError(
-          "tx was built with a SequentialTest: fit runs it on data with a loss_fn"
-          " that returns per-example losses, without batch_size= or sequential=."
+          "this state runs a sequential test: fit needs a loss_fn(params, batch)"
+          " that returns per-example losses (shape [batch rows])."
       )
     cache = built[0]
     test = sequential_lib.SequentialTest(
@@ -542,8 +552,9 @@ def _resolve_sequential(
     )
     if test.num_examples != n_examples:
       raise ValueError(
-          f"tx's SequentialTest has num_examples={test.num_examples}, but data has"
-          f" {n_examples} examples."
+          f"the state's SequentialTest has num_examples={test.num_examples}, but"
+          f" data has {n_examples} examples; pass sequential=SequentialTest(...)"
+          " to start a new test."
       )
     return test, 0
   if isinstance(sequential, sequential_lib.SequentialTest):
@@ -560,6 +571,15 @@ def _resolve_sequential(
       )
     test = sequential._replace(num_examples=n_examples)
   elif sequential is None and batch_size is not None and monte_carlo and not replicas:
+    if any(s.scales is not None for s in amc_lib.monte_carlo_states(opt_state)):
+      warnings.warn(
+          "the sequential acceptance test does not support signal norm: fit draws"
+          " plain minibatches, on which Monte Carlo stalls at the minibatch noise"
+          " floor (and with epsilon > 0 can drift upward). Train on full batches"
+          " or progressive batching, or pass sequential=False to silence this.",
+          UserWarning, stacklevel=3,
+      )
+      return None, 0
     if batch_size < sequential_lib.MIN_EXAMPLES:
       warnings.warn(
           f"batch_size={batch_size} is too small for the sequential acceptance test"
@@ -600,9 +620,12 @@ def _sequential_data(data: PyTree, key: jax.Array, test: sequential_lib.Sequenti
   return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
 
 
-def _attach_sequential(opt_state: PyTree, test: sequential_lib.SequentialTest, ensemble: bool) -> PyTree:
-  """Every AMCState with a fresh :class:`SequentialState` (an empty cache)."""
-  fresh = sequential_lib.init(test)
+def _attach_sequential(
+    opt_state: PyTree, test: Optional[sequential_lib.SequentialTest], ensemble: bool
+) -> PyTree:
+  """Every AMCState with a fresh :class:`SequentialState` (an empty cache), or
+  with none for ``test=None``."""
+  fresh = None if test is None else sequential_lib.init(test)
 
   def attach(state):
     return amc_lib.replace_monte_carlo_states(lambda s: s._replace(sequential=fresh), state)
@@ -714,17 +737,35 @@ def fit(
   (the seed of ``tx``) is untouched, so a fit is reproducible from ``key`` and
   the seed of ``tx``, and independent of ``chunk`` and ``log_every``.
 
-  **Minibatches and aMC.** Every aMC step must compare U(x) and U(x') on the
-  same data, and :func:`fit` always tells the step U(x) (``current_loss``
-  above) through ``value=``, so
-  the ``minibatch`` flag of ``tx`` does not matter. With ``batch_size`` it
-  evaluates U(x) on the step's minibatch: two evaluations per step, the
-  minimum for a fair comparison (the cache of a batch-mode state holds the
-  loss on the *previous* minibatch and is never used). Full-batch steps pass
-  the loss cached in the state: one evaluation per step. That cache is
-  re-based on the data before the first step (one more evaluation), since a
-  resumed ``opt_state`` may hold a loss on other data (minibatches, another
-  data set), and on every growth of a progressive minibatch.
+  **Minibatches and Monte Carlo: the sequential test.** A Monte Carlo step
+  on a fixed-size minibatch accepts every move that improves *that*
+  minibatch; near the minibatch's noise floor that says nothing about the
+  full loss, sigma never shrinks, and with ``epsilon > 0`` mu (Eq. 10)
+  follows moves accepted on noise and the full-data loss drifts upward. So
+  with ``batch_size=B`` a Monte Carlo transformation (``amc``, ``metropolis``,
+  an ensemble of them) is decided by the sequential acceptance test
+  (:class:`~amc_jax.SequentialTest`, chunks of B examples, confidence 0.95):
+  each move reads chunks of the data, in a random order of one random
+  partition (``jax.random.fold_in(key, 3)``), until it is confident of the
+  sign of the full-data loss change, up to the whole data set. Early in
+  training that is one chunk; near a minimum, more. ``loss_fn`` should return
+  per-example losses (shape ``[batch rows]``); a loss that returns the mean
+  is tested on the means of groups of ``B // 10`` rows instead (the last
+  ``N mod (B // 10)`` rows of the shuffled data are then left out). Pass
+  ``sequential=SequentialTest(chunk_size=..., confidence=...)`` to choose the
+  test, or ``sequential=False`` for plain minibatches (``batch_size`` rows
+  drawn uniformly with replacement every step, U(x) and U(x') both evaluated
+  on them: two evaluations per step). The test does not support signal norm
+  or ``num_proposals > 1``: there ``batch_size`` draws plain minibatches
+  (with a warning for signal norm). Gradient optimizers and replica methods
+  always draw plain minibatches; a per-example loss is averaged for them.
+
+  Full-batch steps pass the loss cached in the state: one evaluation per
+  step. That cache is re-based on the data before the first step (one more
+  evaluation), since a resumed ``opt_state`` may hold a loss on other data
+  (minibatches, another data set), and on every growth of a progressive
+  minibatch. :func:`fit` always tells the step U(x) through ``value=``, so
+  the ``minibatch`` flag of ``tx`` does not matter.
 
   **Signal norm.** With ``amc(..., signal_norm=True)``, ``loss_fn`` returns
   ``(loss, lambdas)`` (e.g. ``lambda p, b: value_fn(p, *b)`` for ``value_fn``
@@ -752,8 +793,10 @@ def fit(
       without; a JAX function (it is traced into the compiled chunk).
     data: optional pytree of arrays with a common leading axis of examples.
     steps: number of steps (>= 1).
-    batch_size: draw a minibatch of this many examples every step (needs
-      ``data``); ``None`` for full-batch steps.
+    batch_size: minibatches of this many examples (needs ``data``): for a
+      Monte Carlo transformation the chunk size of the sequential test (see
+      above), else a minibatch drawn every step; ``None`` for full-batch
+      steps.
     key: an int or ``jax.random.key`` for the data, not for the optimizer (its
       randomness comes from its own seed): minibatches use
       ``jax.random.fold_in(key, 0)``, ``params`` functions
@@ -766,6 +809,11 @@ def fit(
       ``batch_size``): start on a fixed minibatch and grow it as the error on
       it falls. Checked every ``chunk`` steps. Gradient optimizers grow the
       minibatch too, without any reset.
+    sequential: ``None`` (default: the sequential test for Monte Carlo
+      minibatches, or the test ``tx`` was built with), an
+      :class:`~amc_jax.SequentialTest` (its ``num_examples`` filled in from
+      ``data``; no ``batch_size``), or ``False`` for plain minibatches. The
+      test's cache starts empty in every call.
     chunk: steps per compiled call; default ``min(steps, 1000)`` (or a divisor
       of ``eval_every``). A last, shorter chunk takes the remainder of
       ``steps`` and compiles once more.
@@ -920,7 +968,9 @@ def fit(
     batch = _sequential_data(data, key, test, group, n_examples)
     size = test.chunk_size * max(group, 1)
     opt_state = _attach_sequential(opt_state, test, ensemble)
-  elif monte_carlo and mode != "minibatch":
+  elif any(s.sequential is not None for s in amc_lib.monte_carlo_states(opt_state)):
+    opt_state = _attach_sequential(opt_state, None, ensemble)  # sequential=False
+  if test is None and monte_carlo and mode != "minibatch":
     opt_state = _rebase(params, opt_state, batch, spec=spec, reset=False)
 
   # --- the loop --------------------------------------------------------------

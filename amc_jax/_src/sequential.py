@@ -93,7 +93,8 @@ class SequentialTest(NamedTuple):
     chunk_size: examples per chunk, B (>= 10; tens to hundreds make the normal
       approximation of the mean good). ``ceil(N / B)`` chunks.
     confidence: the probability, at least, that a step's decision agrees with
-      the full-batch decision (in the normal approximation), in (0, 1).
+      the full-batch decision (in the normal approximation), in (0, 1]; 1
+      reads every example: the full-batch step, decision for decision.
 
   Examples:
     >>> import amc_jax
@@ -163,8 +164,8 @@ def check_test(test: Any, *, need_examples: bool) -> SequentialTest:
         f"SequentialTest.num_examples must be >= {MIN_EXAMPLES}, got {test.num_examples}."
     )
   c = test.confidence
-  if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Real) or not 0 < c < 1:
-    raise ValueError(f"SequentialTest.confidence must be a number in (0, 1), got {c!r}.")
+  if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Real) or not 0 < c <= 1:
+    raise ValueError(f"SequentialTest.confidence must be a number in (0, 1], got {c!r}.")
   return test
 
 

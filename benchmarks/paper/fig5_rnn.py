@@ -356,13 +356,15 @@ def main(argv=None):
       *_, h, done, compute = _paper.resumable_fit(
           tx, params, loss_fn, train, segments=segs, checkpoint=args.checkpoint_dir / name,
           opt_state=opt_state, n_chains=len(chain_info), key=args.seed, log_every=log_every,
-          eval_fn=evaluate, batch_size=args.batch_size, max_wall=args.max_wall, clock=clock,
+          eval_fn=evaluate, batch_size=args.batch_size, sequential=False, max_wall=args.max_wall, clock=clock,
           label=name)
       if h is None:
         return
       steps = done
     else:
+      # The paper's minibatch mode (fixed-size minibatches), not the sequential test.
       result = amc_jax.fit(tx, params, loss_fn, train, steps=steps, batch_size=args.batch_size,
+                           sequential=False,
                            key=args.seed, opt_state=opt_state, n_chains=len(chain_info),
                            log_every=log_every, eval_fn=evaluate, eval_every=args.eval_every,
                            progress=False)

@@ -239,8 +239,9 @@ def main(argv=None):
                                       " flax default init")
     first = jax.device_get(evaluate(params))
     t = _paper.Timer()
+    # The paper's minibatch mode (fixed-size minibatches), not the sequential test.
     r = amc_jax.fit(tx, params, loss_fn, (xtr, ytr), steps=steps, batch_size=args.batch_size,
-                    key=args.seed, chunk=args.eval_every, log_every=args.eval_every,
+                    sequential=False, key=args.seed, chunk=args.eval_every, log_every=args.eval_every,
                     eval_fn=evaluate, eval_every=args.eval_every, progress=False)
     wall = t()
     ev = {k: np.concatenate([[float(first[k])], np.asarray(v, np.float64)])
