@@ -26,6 +26,7 @@ a select of the two outcomes (``--accept-chains``; the sine net and the MLP,
 select, so the two differ only for one chain).
 
   python -m benchmarks.bench_step [--problems sine mlp mlp_mb deep rnn] [--repeats 7]
+  python -m benchmarks.bench_step --forms   # the loss written six ways (_forms.py)
 
 Prints the tables and writes JSON (with the machine described) to
 ``benchmarks/out/bench_step.json`` (git-ignored) unless ``--out`` says otherwise;
@@ -409,6 +410,100 @@ def bench_variants_and_blackjax(n_steps, repeats, temperature=1e-3):
   return table
 
 
+def scan_floor_hot(loss, n_steps, temperature):
+  """The floor of a Metropolis step at T > 0 in plain JAX: one key split, one
+  normal draw, the trial point materialised once (whatever the loss), one
+  evaluation, one uniform, a ``where``."""
+
+  def run(params, rng, data):
+    def body(carry, _):
+      params, rng, current = carry
+      rng, sub, u_key = jax.random.split(rng, 3)
+      trial = floor_proposal(sub, params)
+      # Materialised once before the loss reads it: a while loop of 0 trips that
+      # XLA cannot see through (lax.optimization_barrier does not hold on
+      # XLA:CPU, whose fusion runs after the barrier is expanded away).
+      trial = jax.lax.while_loop(
+          lambda c: c[0],
+          lambda c: (jnp.zeros_like(c[0]), jax.tree_util.tree_map(
+              lambda x: jnp.where(c[0], x, jnp.zeros_like(x)), c[1])),
+          (jnp.isnan(current), trial),
+      )[1]
+      proposed = loss(trial, data)
+      accept = jnp.log(jax.random.uniform(u_key)) < -(proposed - current) / temperature
+      params = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), trial, params)
+      return (params, rng, jnp.where(accept, proposed, current)), None
+
+    return jax.lax.scan(body, (params, rng, loss(params, data)), None, length=n_steps)[0]
+
+  return jax.jit(run)
+
+
+def blackjax_rwm(loss, n_steps, temperature, sigma):
+  """blackjax's random-walk Metropolis on exp(-U/T), keys split outside the loop."""
+  import blackjax  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def run(position, data, key):
+    rwm = blackjax.additive_step_random_walk(
+        lambda p: -loss(p, data) / temperature,
+        blackjax.mcmc.random_walk.normal(jnp.float32(sigma)),
+    )
+
+    def body(state, k):
+      return rwm.step(k, state)[0], None
+
+    return jax.lax.scan(body, rwm.init(position), jax.random.split(key, n_steps))[0]
+
+  return run
+
+
+def bench_forms(sine_steps, mlp_steps, gaussian_steps, repeats, temperature=1e-3):
+  """``metropolis`` at T = ``temperature`` on each way of writing the sine net and
+  the MLP (``_forms.py``), against the form's own floor and blackjax's RWM."""
+  from benchmarks import _forms  # pylint: disable=g-import-not-at-top
+  try:
+    import blackjax  # pylint: disable=g-import-not-at-top,unused-import
+    have_blackjax = True
+  except ImportError:
+    have_blackjax = False
+  key = jax.random.key(1)
+  families = {
+      "sine": (_forms.sine_forms(), sine_steps),
+      "mlp": (_forms.mlp_forms(), mlp_steps),
+      "gaussian 1000-d": (({"energy": _forms.gaussian_1000()[:2]}, ()), gaussian_steps),
+  }
+  tables = {}
+  for family, ((forms, data), n_steps) in families.items():
+    sigma = 0.05 if family.startswith("gaussian") else SIGMA0
+    t = 1.0 if family.startswith("gaussian") else temperature
+    rows = {}
+    for form, (params, loss) in forms.items():
+      tx = amc_jax.metropolis(sigma, temperature=t)
+      f = scan_amc(tx, loss, n_steps)
+      state = tx.init(params)
+      floor = scan_floor_hot(loss, n_steps, t)
+      fns = {
+          "metropolis": lambda f=f, s=state, p=params: f(p, s, data, key),
+          "floor": lambda floor=floor, p=params: floor(p, key, data),
+      }
+      if have_blackjax:
+        rwm = blackjax_rwm(loss, n_steps, t, sigma)
+        fns["blackjax RWM"] = lambda rwm=rwm, p=params: rwm(p, data, key)
+      seconds = time_interleaved(fns, repeats)
+      us = {k: v / n_steps * 1e6 for k, v in seconds.items()}
+      row = {"us_per_step": us, "metropolis_over_floor": us["metropolis"] / us["floor"]}
+      if "blackjax RWM" in us:
+        row["metropolis_over_blackjax"] = us["metropolis"] / us["blackjax RWM"]
+      rows[form] = row
+      print(f"  {family:16s} {form:22s} metropolis {us['metropolis']:8.1f} us  floor"
+            f" {us['floor']:8.1f} us  ratio {row['metropolis_over_floor']:.2f}"
+            + (f"  / blackjax {row['metropolis_over_blackjax']:.2f}" if have_blackjax else ""),
+            flush=True)
+    tables[family] = {"steps_per_scan": n_steps, "temperature": t, "sigma": sigma, "forms": rows}
+  return tables
+
+
 PROBLEMS = {
     "sine": lambda a: (_problems.sine(N_POINTS, HIDDEN), None, a.steps),
     "mlp": lambda a: (_problems.mlp(a.mlp_examples), None, a.mlp_steps),
@@ -452,9 +547,26 @@ def main(argv=None):
   parser.add_argument(
       "--out", default=str(pathlib.Path(__file__).parent / "out" / "bench_step.json")
   )
+  parser.add_argument(
+      "--forms", action="store_true",
+      help="only the forms table: the sine net and an MLP written six ways, metropolis"
+      " against each form's floor and blackjax's RWM (writes bench_step_forms.json)",
+  )
+  parser.add_argument("--forms-sine-steps", type=int, default=2000)
+  parser.add_argument("--forms-mlp-steps", type=int, default=500)
+  parser.add_argument("--forms-gaussian-steps", type=int, default=5000)
   args = parser.parse_args(argv)
   if not args.no_xla_workaround:
     amc_jax.use_xla_cpu_workaround()  # before the first computation
+  if args.forms:
+    print(f"metropolis against its floor per form of the loss, median of {args.repeats}")
+    tables = bench_forms(args.forms_sine_steps, args.forms_mlp_steps, args.forms_gaussian_steps,
+                         args.repeats)
+    out = pathlib.Path(args.out)
+    if out.name == "bench_step.json":
+      out = out.with_name("bench_step_forms.json")
+    _common.write_json(out, {"command": _common.command(), "forms": tables})
+    return tables
 
   tables = {}
   for name in args.problems:

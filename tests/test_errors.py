@@ -114,7 +114,8 @@ def test_non_float_params_raise_at_init():
 
 
 def test_params_that_do_not_match_the_state_raise():
-  tx = amc_jax.amc(0.1)
+  # The centres mu are what ties a state to its params; epsilon = 0 keeps none.
+  tx = amc_jax.amc(0.1, epsilon=0.1)
   state = tx.init({"w": jnp.ones(2)})
   with pytest.raises(ValueError, match="structure of the params given to init"):
     tx.update(None, state, {"v": jnp.ones(2)}, value_fn=lambda p: jnp.sum(p["v"]))

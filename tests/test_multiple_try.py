@@ -143,7 +143,9 @@ def test_zero_temperature_takes_the_best_of_k_replayed(k):
   for i in range(60):
     key, proposal_key, _ = jax.random.split(state.key, 3)
     keys = jax.random.split(proposal_key, k)
-    moves = [amc_jax.proposals.gaussian_move(kk, state.mu, state.sigma) for kk in keys]
+    centres = jax.tree_util.tree_map(jnp.zeros_like, params)  # epsilon = 0 keeps none
+    assert state.mu == ()
+    moves = [amc_jax.proposals.gaussian_move(kk, centres, state.sigma) for kk in keys]
     losses = [float(loss({"x": params["x"] + m["x"]})) for m in moves]
     best = int(np.argmin(losses))
     expect_accept = losses[best] <= current

@@ -130,7 +130,8 @@ def _run(
         "n_reject": state.n_reject,
         "sigma": state.sigma,
         "mu_zero": jnp.all(
-            jnp.stack([jnp.all(m == 0) for m in jax.tree_util.tree_leaves(state.mu)])
+            jnp.stack([jnp.all(m == 0) for m in jax.tree_util.tree_leaves(state.mu)]
+                      or [jnp.asarray(True)])  # epsilon = 0 keeps no centres
         ),
     }
     return (params, state), record

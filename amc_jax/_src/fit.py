@@ -134,7 +134,7 @@ class FitResult(NamedTuple):
     ...                      lambda x: jnp.sum((x - 1.0) ** 2), steps=100, log_every=25,
     ...                      progress=False)
     >>> sorted(result.history), result.history["loss"].shape, result.best_chain
-    (['acceptance', 'batch_size', 'loss', 'sigma', 'step'], (4,), None)
+    (['acceptance', 'batch_size', 'data_passes', 'loss', 'sigma', 'step'], (4,), None)
   """
 
   params: PyTree

@@ -255,22 +255,31 @@ def gaussian_move(
     >>> bool(jnp.allclose(eps["w"], 0.5 + 0.1 * z["w"]))
     True
   """
-  z = standard_normal_like(key, mu)
-  sigma = jnp.asarray(sigma)
+  return _move(key, mu, mu, sigma, scales)
 
-  def leaf_move(m, zi, lam):
-    dtype = jnp.result_type(m)
+
+def _move(key: jax.Array, mu: Optional[PyTree], like: PyTree, sigma: jax.Array,
+          scales: Optional[PyTree]) -> PyTree:
+  """``mu + (sigma * lambda) * z`` leaf by leaf, or ``(sigma * lambda) * z``
+  for ``mu=None`` (centres known to be zero: nothing is added, and no
+  params-sized array of zeros is kept). ``like`` gives the structure."""
+  z = standard_normal_like(key, like)
+  sigma = jnp.asarray(sigma)
+  lams = [None] * len(jax.tree_util.tree_leaves(like)) if scales is None else (
+      jax.tree_util.tree_leaves(scales))
+  centres = [None] * len(lams) if mu is None else jax.tree_util.tree_leaves(mu)
+
+  def leaf_move(zi, m, lam):
+    dtype = jnp.result_type(zi)
     step = sigma.astype(dtype)
     if lam is not None:
-      step = step * jnp.broadcast_to(jnp.asarray(lam).astype(dtype), jnp.shape(m))
-    # mu is added even when it is known to be zero (epsilon = 0): without the
-    # add, XLA:CPU fused the normal draw (bits -> erfinv) into the loss's
-    # [data x units] fusion and recomputed it for every data point.
-    return m + step * zi
+      step = step * jnp.broadcast_to(jnp.asarray(lam).astype(dtype), jnp.shape(zi))
+    return step * zi if m is None else m + step * zi
 
-  if scales is None:
-    return jax.tree_util.tree_map(lambda m, zi: leaf_move(m, zi, None), mu, z)
-  return jax.tree_util.tree_map(leaf_move, mu, z, scales)
+  leaves, treedef = jax.tree_util.tree_flatten(z)
+  return jax.tree_util.tree_unflatten(
+      treedef, [leaf_move(zi, m, lam) for zi, m, lam in zip(leaves, centres, lams)]
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -287,8 +296,12 @@ def gaussian(epsilon: base.Scalar = 0.0) -> Proposal:
 
   The proposal state is :math:`\mu` (zeros at init), a pytree like the params.
   Signal-norm ``scales`` :math:`\lambda_i` multiply sigma. With
-  ``epsilon = 0`` the centres stay at zero and the move is symmetric, so
-  finite-temperature Metropolis is exact; with ``epsilon != 0``, as in the
+  ``epsilon = 0`` (a number) the centres stay at zero, so the move keeps no
+  state at all (``init`` returns ``()``: no params-sized array of zeros in
+  memory, none added to the move; an array epsilon, as
+  ``optax.inject_hyperparams`` passes it, keeps zero centres it may later
+  adapt), and the move is symmetric, so finite-temperature
+  Metropolis is exact; with ``epsilon != 0``, as in the
   paper, the test ignores the asymmetry that :math:`\mu` introduces
   (``log_ratio = 0``): aMC is an optimiser, not a sampler.
 
@@ -313,17 +326,27 @@ def gaussian(epsilon: base.Scalar = 0.0) -> Proposal:
   """
   base.check_finite("epsilon", epsilon)
   adapt = not base.is_static_zero(epsilon)
+  # A plain number 0 keeps no centres at all. An array epsilon (e.g. from
+  # optax.inject_hyperparams, which may change it later) keeps them.
+  no_centres = (
+      isinstance(epsilon, numbers.Real) and not isinstance(epsilon, (bool, np.bool_))
+      and float(epsilon) == 0.0
+  )
 
   def init(params):
+    if no_centres:
+      return ()  # the centres are identically zero
     return jax.tree_util.tree_map(jnp.zeros_like, params)
 
   def propose(key, mu, params, sigma, scales):
+    if no_centres:
+      return _move(key, None, params, sigma, scales), 0.0
     check_like(mu, params)
     return gaussian_move(key, mu, sigma, scales), 0.0
 
   def update(mu, move, accepted, reset):
     if not adapt:
-      return mu  # identically zero
+      return mu  # zeros, or () without centres
 
     def new_mu(m, e):
       rate = jnp.asarray(epsilon).astype(m.dtype)

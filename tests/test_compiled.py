@@ -1,0 +1,73 @@
+"""Structural facts of the compiled step: what XLA fuses, what it keeps."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import amc_jax
+from amc_jax._src import amc as amc_lib
+
+N_DATA, HIDDEN = 1000, 30  # shapes that no params leaf has
+THETA = jnp.arange(N_DATA, dtype=jnp.float32) / N_DATA
+TARGET = jnp.sin(2 * jnp.pi * THETA)
+PARAMS = {k: 0.1 * jax.random.normal(jax.random.key(i), (HIDDEN,)) for i, k in enumerate("wba")}
+
+
+def broadcast_loss(p):
+  # The sine net written with broadcasting: the form where XLA fused the
+  # move's draw into the [data x units] fusion and recomputed it per point.
+  h = jnp.tanh(THETA[:, None] * p["w"][None, :] + p["b"][None, :])
+  return jnp.mean((jnp.sum(h * p["a"][None, :], axis=1) - TARGET) ** 2)
+
+
+def vmap_loss(p):
+  f = jax.vmap(lambda x: jnp.sum(p["a"] * jnp.tanh(x * p["w"] + p["b"])))(THETA)
+  return jnp.mean((f - TARGET) ** 2)
+
+
+def draws_inside_data_fusions(tx, loss) -> list[str]:
+  """Names of the fused computations of the optimized HLO that compute the
+  normal draw (erf_inv) and touch a data-sized shape."""
+
+  def step(params, state):
+    updates, state = tx.update(None, state, params, value_fn=loss)
+    return optax.apply_updates(params, updates), state
+
+  text = jax.jit(step).lower(PARAMS, tx.init(PARAMS)).compile().as_text()
+  found = []
+  for block in text.split("\n\n"):
+    header = block.splitlines()[0] if block.strip() else ""
+    if not header.lstrip("%").startswith("fused_computation"):
+      continue
+    if "erf_inv" in block and re.search(rf"\[{N_DATA}[,\]]", block):
+      found.append(header.split()[0])
+  return found
+
+
+@pytest.mark.parametrize("loss", [broadcast_loss, vmap_loss], ids=["broadcast", "vmap"])
+@pytest.mark.parametrize(
+    "tx",
+    [amc_jax.metropolis(1e-2, temperature=1e-3), amc_jax.amc(1e-2), amc_jax.amc(1e-2, epsilon=0.1)],
+    ids=["metropolis_hot", "amc_eps0", "amc_eps0.1"],
+)
+def test_the_move_is_drawn_once_not_inside_the_losss_data_fusions(tx, loss):
+  assert draws_inside_data_fusions(tx, loss) == []
+
+
+def test_without_materialising_the_trial_point_the_draw_is_fused_into_the_data(monkeypatch):
+  # The deliberately wrong variant: the trial point handed to the loss as is.
+  monkeypatch.setattr(amc_lib, "_materialised", lambda tree, flag: tree)
+  assert draws_inside_data_fusions(amc_jax.metropolis(1e-2, temperature=1e-3), broadcast_loss)
+
+
+def test_epsilon_zero_keeps_no_params_sized_state():
+  for tx in (amc_jax.amc(1e-2), amc_jax.metropolis(1e-2), amc_jax.amc(1e-2, epsilon=0.0)):
+    state = tx.init(PARAMS)
+    assert state.mu == ()
+    sizes = [x.size for x in jax.tree_util.tree_leaves(state)]
+    assert max(sizes) == 1, sizes  # scalars and the key only
+  state = amc_jax.amc(1e-2, epsilon=0.1).init(PARAMS)
+  assert jax.tree_util.tree_structure(state.mu) == jax.tree_util.tree_structure(PARAMS)
