@@ -1238,3 +1238,26 @@ def test_temperature_argument_sets_the_uphill_acceptance():
   z, _ = uphill_z(u0, info, 5.0)
   print(f"T not passed: z={z:+.2f}")
   assert abs(z) >= N_SIGMA
+
+
+def test_leaf_by_leaf_normals_are_the_documented_flat_draw_bit_for_bit():
+  # standard_normal_like draws leaf by leaf (no N-sized draw held in memory),
+  # but its numbers are jax.random.normal(key, (N,)) cut into the leaves.
+  from amc_jax._src import proposals as proposals_lib
+
+  params = {"a": jnp.zeros((31, 17)), "b": jnp.zeros(()), "c": jnp.zeros((1000,)),
+            "d": jnp.zeros((2, 3, 4))}
+  n = 31 * 17 + 1 + 1000 + 24
+  for seed in (0, 7, 123456):
+    key = jax.random.key(seed)
+    assert proposals_lib._leafwise_ok(key, params, jnp.float32)
+    z = jax.jit(amc_jax.standard_normal_like)(key, params)
+    flat = jax.random.normal(key, (n,))
+    ours = jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(z)])
+    np.testing.assert_array_equal(
+        np.asarray(ours).view(np.uint32), np.asarray(flat).view(np.uint32)
+    )
+  # The deliberately wrong variant, counters that restart at 0 in every leaf,
+  # is another stream: leaf "c" would be the first 1000 numbers of the key.
+  restarted = jax.random.normal(key, (1000,))
+  assert not np.array_equal(np.asarray(restarted), np.asarray(z["c"]))

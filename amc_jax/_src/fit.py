@@ -340,7 +340,17 @@ def _run_chunk_impl(params, opt_state, data, data_key, steps, *, spec: _Spec):
   return params, opt_state, rows
 
 
-_run_chunk = jax.jit(_run_chunk_impl, static_argnames=("spec",))
+# params and opt_state are donated: XLA reuses their buffers for the chunk's
+# outputs, so a chunk holds one copy of them, not two. fit copies what the
+# caller passed in once (the caller's arrays stay valid).
+_run_chunk = jax.jit(
+    _run_chunk_impl, static_argnames=("spec",), donate_argnames=("params", "opt_state")
+)
+
+
+def _own(tree: PyTree) -> PyTree:
+  """A copy of the caller's arrays, which fit may then donate."""
+  return jax.tree_util.tree_map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
 
 
 def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
@@ -820,7 +830,8 @@ def fit(
     log_every: steps per history row; must divide ``chunk`` and ``steps``.
       Default ``gcd(chunk, steps)``.
     eval_fn: called on the host as ``eval_fn(params)`` every ``eval_every``
-      steps, with the ensemble's params for an ensemble (``jax.vmap`` it for
+      steps (those params are donated to the next chunk: return values
+      computed from them, or a copy, ``jax.tree.map(jnp.copy, params)``), with the ensemble's params for an ensemble (``jax.vmap`` it for
       per-chain results). Returns a pytree of scalars or arrays; ``jax.jit``
       it if it is JAX code, since it then runs while the next chunk computes.
     eval_every: steps between evaluations, a multiple of ``chunk``; default
@@ -918,11 +929,17 @@ def fit(
     n_chains = _check_int("n_chains", n_chains, 1)
     if callable(params):
       params = jax.vmap(params)(jax.random.split(init_key, n_chains))
+    else:
+      params = _own(params)
     _leading_size(params, n_chains)
   elif callable(params):
     params = params(init_key)
+  else:
+    params = _own(params)
   if opt_state is None:
     opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
+  else:
+    opt_state = _own(opt_state)
   monte_carlo = bool(amc_lib.monte_carlo_states(opt_state))
   # replica_exchange, population, ...: the transformation vmaps its replicas.
   replicas = (

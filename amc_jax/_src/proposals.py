@@ -9,11 +9,13 @@ and optax ``partition`` (per-part choices).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Callable, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -193,8 +195,74 @@ def standard_normal_like(key: jax.Array, params: PyTree) -> PyTree:
     >>> bool(jnp.all(z["a"].ravel() == flat[:6]) and jnp.all(z["b"] == flat[6:]))
     True
   """
-  z = jax.random.normal(key, (_total_size(params),), noise_dtype(params))
+  dtype = noise_dtype(params)
+  if _leafwise_ok(key, params, dtype):
+    return _leafwise_normals(key, params)
+  z = jax.random.normal(key, (_total_size(params),), dtype)
   return _cut(z, params, cast=True)
+
+
+def _leafwise_ok(key: jax.Array, params: PyTree, dtype) -> bool:
+  """Whether :func:`_leafwise_normals` reproduces the flat draw bit for bit:
+  float32 normals from a threefry key with JAX's (default) partitionable
+  threefry, where the bits of element i depend only on the key and i."""
+  return (
+      jnp.dtype(dtype) == jnp.float32
+      and jax.config.jax_threefry_partitionable
+      and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+      and str(jax.random.key_impl(key)) == "threefry2x32"
+      and _total_size(params) < 2**32
+      and _leafwise_matches_this_jax()
+  )
+
+
+@functools.cache
+def _leafwise_matches_this_jax() -> bool:
+  """Checks once per process, on a small draw, that :func:`_leafwise_normals`
+  is ``jax.random.normal`` bit for bit on this JAX version (else the flat
+  draw is used)."""
+  with jax.ensure_compile_time_eval():
+    key = jax.random.key(20221)
+    shapes = {"a": jnp.zeros((3, 5)), "b": jnp.zeros((7,)), "c": jnp.zeros((129,))}
+    flat = jax.random.normal(key, (151,), jnp.float32)
+    leafwise = _leafwise_normals(key, shapes)
+    ours = jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(leafwise)])
+    return bool(jnp.all(jax.lax.bitcast_convert_type(flat, jnp.uint32)
+                        == jax.lax.bitcast_convert_type(ours, jnp.uint32)))
+
+
+_NEXT_ABOVE_MINUS_ONE = np.nextafter(np.float32(-1.0), np.float32(0.0), dtype=np.float32)
+
+
+def _leafwise_normals(key: jax.Array, params: PyTree) -> PyTree:
+  """``jax.random.normal(key, (N,), float32)`` cut into the leaves, computed leaf
+  by leaf from the counters of each leaf's slice: the same numbers, bit for
+  bit (``tests/test_proposals.py`` checks), but no N-sized draw is ever held:
+  each leaf's random bits live only while its own move is computed.
+
+  The steps are those of ``jax.random.normal``: threefry 2x32 of the
+  counters ``(0, i)`` (partitionable threefry), the two words xor-ed; the top
+  23 bits as the mantissa of a float in [1, 2); a uniform in
+  ``[nextafter(-1, 0), 1)``; ``sqrt(2) * erfinv(u)``.
+  """
+  data = jax.random.key_data(key)
+  k1, k2 = data[0], data[1]
+  one_bits = jnp.uint32(np.float32(1.0).view(np.uint32))
+  lo = jnp.float32(_NEXT_ABOVE_MINUS_ONE)
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  out, offset = [], 0
+  for leaf, size in zip(leaves, _sizes(leaves)):
+    counts = jax.lax.iota(jnp.uint32, size) + jnp.uint32(offset)
+    bits1, bits2 = jax.extend.random.threefry2x32_p.bind(
+        k1, k2, jnp.zeros((size,), jnp.uint32), counts
+    )
+    mantissa = jax.lax.shift_right_logical(bits1 ^ bits2, jnp.uint32(32 - 23)) | one_bits
+    floats = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - jnp.float32(1.0)
+    u = jax.lax.max(lo, floats * (jnp.float32(1.0) - lo) + lo)
+    z = jnp.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
+    out.append(z.reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
+    offset += size
+  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def check_scales(scales: PyTree, params: PyTree) -> None:
