@@ -280,3 +280,16 @@ def test_key_mismatches(tmp_path):
     amc_jax.restore_checkpoint(path, {"k": jax.random.PRNGKey(0)})
   with pytest.raises(ValueError, match=r"target a PRNG key \(threefry2x32\) of shape \[3\]"):
     amc_jax.restore_checkpoint(path, {"k": jax.random.split(jax.random.key(0), 3)})
+
+
+def test_an_epsilon_zero_state_saved_with_centres_says_how_to_restore_it(tmp_path):
+  # Earlier amc_jax kept zero centres (mu) at epsilon = 0; such states now keep none.
+  params = {"w": jnp.ones(3)}
+  old = amc_jax.amc(0.1, epsilon=jnp.asarray(0.0)).init(params)   # the old layout
+  amc_jax.save_checkpoint(tmp_path / "old", old)
+  with pytest.raises(ValueError, match=r"epsilon=jnp.asarray\(0.0\)"):
+    amc_jax.restore_checkpoint(tmp_path / "old", amc_jax.amc(0.1).init(params))
+  restored = amc_jax.restore_checkpoint(
+      tmp_path / "old", amc_jax.amc(0.1, epsilon=jnp.asarray(0.0)).init(params)
+  )
+  assert int(restored.count) == 0 and restored.mu["w"].shape == (3,)

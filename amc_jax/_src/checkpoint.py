@@ -304,6 +304,13 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
     problems.append(f"missing from the checkpoint: {_listed(missing)}")
   if unexpected:
     problems.append(f"in the checkpoint but not in target: {_listed(unexpected)}")
+    if any("mu" in n for n in set(saved) - set(names)):
+      problems.append(
+          "a state of amc or metropolis with epsilon = 0 saved by an earlier amc_jax"
+          " holds zero centres (mu), which such states no longer keep: restore it"
+          " into the state of amc(..., epsilon=jnp.asarray(0.0)) (an array epsilon"
+          " keeps them), then continue with that transformation, or start anew"
+      )
   mismatched = [
       f"{_where(n)} (target {_describe_target(leaf)}, checkpoint"
       f" {_describe(saved[n])})"
