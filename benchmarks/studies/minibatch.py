@@ -244,6 +244,43 @@ def print_table(table, budget):
             f"{100 * r['drift']:>10.1f}% {r['wall_seconds']:>7.1f}")
 
 
+def markdown(table):
+  """README rows: per method (epsilon 0 / 1e-2), test accuracy, passes to
+  full-batch accuracy and drift on each model."""
+  names = ["full batch", "fixed 250", "fixed 1000", "progressive", "sequential 0.95",
+           "sequential 0.99"]
+
+  def cell(model, name, key, fmt):
+    out = []
+    for eps in ("0", "0.01"):
+      r = table.get(model, {}).get(f"{name}, eps={eps}")
+      v = None if r is None else r[key]
+      if v is None:
+        out.append("-")
+      elif key == "passes_to_full_batch" and not np.isfinite(v):
+        out.append("never")
+      else:
+        out.append(fmt(v))
+    return " / ".join(out)
+
+  rows = []
+  for name in names:
+    cells = []
+    for model in ("mlp", "cnn"):
+      cells += [cell(model, name, "final_test_accuracy", lambda v: f"{v:.3f}"),
+                cell(model, name, "passes_to_full_batch", lambda v: f"{v:.2f}"),
+                cell(model, name, "drift", lambda v: f"{100 * v:.1f}%")]
+    rows.append(f"| {name} | " + " | ".join(cells) + " |")
+  adam = [table.get(m, {}).get("adam") for m in ("mlp", "cnn")]
+  if all(adam):
+    cells = []
+    for r in adam:
+      cells += [f"{r['final_test_accuracy']:.3f}", f"{r['passes_to_full_batch']:.2f}",
+                f"{100 * r['drift']:.1f}%"]
+    rows.append("| Adam, lr 1e-3, batch 250 | " + " | ".join(cells) + " |")
+  return "\n".join(rows)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
@@ -256,7 +293,16 @@ def main(argv=None):
   parser.add_argument("--data-dir", type=pathlib.Path, default=None)
   parser.add_argument("--out-dir", type=pathlib.Path, default=_common.ROOT / "benchmarks" / "out")
   parser.add_argument("--fresh", action="store_true", help="ignore runs already in the JSON")
+  parser.add_argument("--from-json", type=pathlib.Path, default=None,
+                      help="print the tables (and the README's markdown rows) of a result")
   args = parser.parse_args(argv)
+  if args.from_json is not None:
+    record = json.loads(args.from_json.read_text())
+    summary = summarise(record["runs"], [m for m in MODELS if m in record["summary"]],
+                        sorted({r["seed"] for r in record["runs"]}), record["budget_data_passes"])
+    print_table(summary, record["budget_data_passes"])
+    print("\n" + markdown(summary))
+    return record
   if args.quick:
     _common.quick_compile()
   import jax
