@@ -66,3 +66,13 @@ def test_memory_table_quick(tmp_path):
     # Structural: a step holds at least the forward pass and its own params.
     assert all(r["total_mib"] >= rows["forward"]["total_mib"] for r in rows.values())
     assert rows["amc eps=0.1"]["argument"] > rows["amc eps=0"]["argument"]  # mu is one more P
+
+
+@pytest.mark.slow
+def test_sequential_bias_quick(tmp_path):
+  run("benchmarks.studies.sequential_bias", "--quick", "--confidences", "0.95", "1.0",
+      "--out-dir", str(tmp_path))
+  rows = json.loads((tmp_path / "sequential_bias.json").read_text())["rows"]
+  assert [r["confidence"] for r in rows] == [0.95, 1.0]
+  assert rows[1]["examples_per_step"] == 1000  # confidence 1 reads everything
+  assert rows[0]["examples_per_step"] < 1000
