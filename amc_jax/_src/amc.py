@@ -296,6 +296,10 @@ def propose(
   """
   move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
   proposals.check_move(move, params)
+  # The move in buffers of its own: XLA otherwise keeps the normals'
+  # intermediates (two params-sized arrays) alive for each of the move's
+  # consumers instead (measured: fwd + 5.45 P -> fwd + 2.8 P for a step).
+  move = _materialised(move, jnp.isnan(state.sigma))
   # A non-finite move (from non-finite scales) is never accepted.
   finite = _finite(move)
   return move, log_ratio, finite, _materialised(_trial_point(params, move, finite), ~finite)
