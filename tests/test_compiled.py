@@ -57,9 +57,13 @@ def test_the_move_is_drawn_once_not_inside_the_losss_data_fusions(tx, loss):
   assert draws_inside_data_fusions(tx, loss) == []
 
 
-def test_without_materialising_the_trial_point_the_draw_is_fused_into_the_data(monkeypatch):
-  # The deliberately wrong variant: the trial point handed to the loss as is.
+def test_without_materialising_the_move_the_draw_is_fused_into_the_data(monkeypatch):
+  # The deliberately wrong variant: the move and the trial point handed on as
+  # they are, from one flat draw (the step before this was fixed).
+  from amc_jax._src import proposals as proposals_lib
+
   monkeypatch.setattr(amc_lib, "_materialised", lambda tree, flag: tree)
+  monkeypatch.setattr(proposals_lib, "_leafwise_ok", lambda *args: False)
   assert draws_inside_data_fusions(amc_jax.metropolis(1e-2, temperature=1e-3), broadcast_loss)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Optional, Seque
 import jax
 import jax.extend
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 import optax
 
@@ -262,6 +263,17 @@ def _leafwise_normals(key: jax.Array, params: PyTree) -> PyTree:
     z = jnp.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
     out.append(z.reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
     offset += size
+  # Each leaf's normals in a buffer of their own, as the flat draw's are:
+  # fused into their consumers, XLA rounded erfinv's polynomial differently
+  # in different programs (a vmapped chain then missed the single chain by
+  # an ulp). A 0-trip while loop, which XLA does not fuse across (see
+  # amc._materialised); its flag is a runtime value that is never true in
+  # practice, and its body is the identity.
+  def body(carry):
+    run, zs = carry
+    return jnp.zeros_like(run), [jnp.where(run, z, jnp.zeros_like(z)) for z in zs]
+
+  out = lax.while_loop(lambda carry: carry[0], body, ((k1 == k2) & (k1 == 0), out))[1]
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
