@@ -377,19 +377,7 @@ def bench_variants_and_blackjax(n_steps, repeats, temperature=1e-3):
     note = "blackjax not installed (pip install -e '.[blackjax]')"
   else:
     note = f"blackjax {blackjax.__version__}"
-
-    @jax.jit
-    def rwm_run(position, data, key):
-      rwm = blackjax.additive_step_random_walk(
-          lambda p: -loss(p, data) / temperature,
-          blackjax.mcmc.random_walk.normal(jnp.float32(SIGMA0)),
-      )
-
-      def body(state, k):
-        return rwm.step(k, state)[0], None
-
-      return jax.lax.scan(body, rwm.init(position), jax.random.split(key, n_steps))[0]
-
+    rwm_run = blackjax_rwm(loss, n_steps, temperature, SIGMA0)
     rwm_run(params, data, key)
     fns[f"blackjax RWM, T {temperature:g}"] = lambda: rwm_run(params, data, key)
   seconds = time_interleaved(fns, repeats)

@@ -8,7 +8,6 @@ import optax
 import pytest
 
 import amc_jax
-from amc_jax._src import amc as amc_lib
 
 N_DATA, HIDDEN = 1000, 30  # shapes that no params leaf has
 THETA = jnp.arange(N_DATA, dtype=jnp.float32) / N_DATA
@@ -62,7 +61,9 @@ def test_without_materialising_the_move_the_draw_is_fused_into_the_data(monkeypa
   # they are, from one flat draw (the step before this was fixed).
   from amc_jax._src import proposals as proposals_lib
 
-  monkeypatch.setattr(amc_lib, "_materialised", lambda tree, flag: tree)
+  from amc_jax._src import base
+
+  monkeypatch.setattr(base, "materialised", lambda tree, flag: tree)
   monkeypatch.setattr(proposals_lib, "_leafwise_ok", lambda *args: False)
   assert draws_inside_data_fusions(amc_jax.metropolis(1e-2, temperature=1e-3), broadcast_loss)
 

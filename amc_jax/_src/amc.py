@@ -299,32 +299,10 @@ def propose(
   # The move in buffers of its own: XLA otherwise keeps the normals'
   # intermediates (two params-sized arrays) alive for each of the move's
   # consumers instead (measured: fwd + 5.45 P -> fwd + 2.8 P for a step).
-  move = _materialised(move, jnp.isnan(state.sigma))
+  move = base.materialised(move, jnp.isnan(state.sigma))
   # A non-finite move (from non-finite scales) is never accepted.
   finite = _finite(move)
-  return move, log_ratio, finite, _materialised(_trial_point(params, move, finite), ~finite)
-
-
-def _materialised(tree: PyTree, flag: jax.Array) -> PyTree:
-  """``tree``, computed once into buffers of its own before anything reads it.
-
-  Otherwise XLA may fuse the move's draw (random bits -> erfinv) into the
-  loss's data-sized fusions and recompute it for every data point: 4-16x
-  slower steps for losses written with broadcasting, einsum or vmap.
-  ``lax.optimization_barrier`` does not hold on XLA:CPU (its expander runs
-  before fusion), but XLA does not fuse across a while loop, so the tree
-  passes through one that runs 0 times (1 when ``flag``, a runtime value XLA
-  cannot predict), and whose body changes the tree through a select on the
-  loop's own flag, so that XLA cannot treat the tree as loop invariant.
-  The body is the identity whenever it runs.
-  """
-  def body(carry):
-    run, t = carry
-    return jnp.zeros_like(run), jax.tree_util.tree_map(
-        lambda x: jnp.where(run, x, jnp.zeros_like(x)), t
-    )
-
-  return lax.while_loop(lambda carry: carry[0], body, (flag, tree))[1]
+  return move, log_ratio, finite, base.materialised(_trial_point(params, move, finite), ~finite)
 
 
 def propose_and_evaluate(

@@ -14,6 +14,7 @@ import numbers
 from typing import Any, Callable, Union
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -187,3 +188,25 @@ def leading_size(tree: Any, what: str, purpose: str) -> int:
     )
   (size,) = sizes
   return size
+
+
+def materialised(tree: Any, flag: jax.Array) -> Any:
+  """``tree``, computed once into buffers of its own before anything reads it.
+
+  Otherwise XLA may fuse the move's draw (random bits -> erfinv) into the
+  loss's data-sized fusions and recompute it for every data point: 4-16x
+  slower steps for losses written with broadcasting, einsum or vmap.
+  ``lax.optimization_barrier`` does not hold on XLA:CPU (its expander runs
+  before fusion), but XLA does not fuse across a while loop, so the tree
+  passes through one that runs 0 times (1 when ``flag``, a runtime value XLA
+  cannot predict), and whose body changes the tree through a select on the
+  loop's own flag, so that XLA cannot treat the tree as loop invariant.
+  The body is the identity whenever it runs.
+  """
+  def body(carry):
+    run, t = carry
+    return jnp.zeros_like(run), jax.tree_util.tree_map(
+        lambda x: jnp.where(run, x, jnp.zeros_like(x)), t
+    )
+
+  return lax.while_loop(lambda carry: carry[0], body, (flag, tree))[1]

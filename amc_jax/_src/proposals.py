@@ -266,14 +266,8 @@ def _leafwise_normals(key: jax.Array, params: PyTree) -> PyTree:
   # Each leaf's normals in a buffer of their own, as the flat draw's are:
   # fused into their consumers, XLA rounded erfinv's polynomial differently
   # in different programs (a vmapped chain then missed the single chain by
-  # an ulp). A 0-trip while loop, which XLA does not fuse across (see
-  # amc._materialised); its flag is a runtime value that is never true in
-  # practice, and its body is the identity.
-  def body(carry):
-    run, zs = carry
-    return jnp.zeros_like(run), [jnp.where(run, z, jnp.zeros_like(z)) for z in zs]
-
-  out = lax.while_loop(lambda carry: carry[0], body, ((k1 == k2) & (k1 == 0), out))[1]
+  # an ulp). The flag is a runtime value that is never true in practice.
+  out = base.materialised(out, (k1 == k2) & (k1 == 0))
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
