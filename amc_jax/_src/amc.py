@@ -346,12 +346,45 @@ def _take(tree: PyTree, index: jax.Array) -> PyTree:
   return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
-def multiple_try(num_proposals: int) -> Callable[..., tuple[Trial, acceptance.Decision]]:
+def _evaluate_trials(trial_at: Callable, keys: jax.Array, at: PyTree,
+                     batch_size: Optional[int]) -> Trial:
+  """The trials ``trial_at(key, at)`` for every key: in one vmapped call
+  (``batch_size=None``; every trial's move is kept), or ``batch_size`` at a
+  time with ``jax.lax.map`` (the moves are dropped: only the losses, Hastings
+  ratios and scales come back, and the chosen move is drawn again from its
+  key, bit for bit)."""
+  if batch_size is None:
+    return jax.vmap(trial_at, in_axes=(0, None))(keys, at)
+
+  def loss_only(key):
+    trial = trial_at(key, at)
+    return trial._replace(move=None, log_ratio=jnp.asarray(trial.log_ratio))
+
+  return jax.lax.map(loss_only, keys, batch_size=min(int(batch_size), keys.shape[0]))
+
+
+def _chosen_move(trials: Trial, keys: jax.Array, chosen: jax.Array, proposal, state, at, scales):
+  """The chosen trial's move: kept (vmapped trials) or drawn again from its key."""
+  if trials.move is not None:
+    return _take(trials.move, chosen)
+  move, _, _, _ = propose(keys[chosen], proposal, state, at, scales)
+  return move
+
+
+def multiple_try(
+    num_proposals: int, batch_size: Optional[int] = None
+) -> Callable[..., tuple[Trial, acceptance.Decision]]:
   r"""K trial moves per step, evaluated in one vmapped call (``num_proposals=K``).
 
   The K moves are drawn with the transformation's proposal from K keys
   (``jax.random.split(proposal_key, K)``) and evaluated with
-  ``jax.vmap(value_fn)``.
+  ``jax.vmap(value_fn)``. With ``batch_size=b`` (``proposal_batch_size``)
+  they are evaluated b at a time (``jax.lax.map``), so that the step holds b
+  trial points instead of K; the chosen move is then drawn a second time from
+  its key (the same bits), so the trials, the decisions and the updates are
+  those of ``batch_size=None`` wherever XLA evaluates the loss alike in a
+  batch of b and of K (it does on the losses of the tests; a matmul's
+  blocking may round differently in rare shapes).
 
   * ``T = 0``: the trial of lowest loss is accepted iff its loss does not
     exceed U(x). K evaluations.
@@ -373,6 +406,8 @@ def multiple_try(num_proposals: int) -> Callable[..., tuple[Trial, acceptance.De
   symmetric, as for one trial).
   """
   k = int(num_proposals)
+  if batch_size is not None:
+    batch_size = _proposal_batch_size(batch_size)
 
   def try_moves(
       proposal_key, accept_key, proposal, state, params, scales, value_fn, signal_norm,
@@ -381,20 +416,26 @@ def multiple_try(num_proposals: int) -> Callable[..., tuple[Trial, acceptance.De
     def trial_at(key, at):
       return propose_and_evaluate(key, proposal, state, at, scales, value_fn, signal_norm)
 
-    trials = jax.vmap(trial_at, in_axes=(0, None))(jax.random.split(proposal_key, k), params)
+    keys = jax.random.split(proposal_key, k)
+    trials = _evaluate_trials(trial_at, keys, params, batch_size)
     dtype = current.dtype
     log_ratios = jnp.broadcast_to(jnp.asarray(trials.log_ratio).astype(dtype), (k,))
     trials = trials._replace(log_ratio=log_ratios)
     u_key, select_key, reference_key = jax.random.split(accept_key, 3)
+
+    def take_chosen(chosen):
+      move = _chosen_move(trials, keys, chosen, proposal, state, params, scales)
+      return _take(trials._replace(move=None), chosen)._replace(move=move)
+
     if cold:
       chosen = acceptance.best_index(trials.loss)
-      trial = _take(trials, chosen)
+      trial = take_chosen(chosen)
       decision = acceptance.metropolis_decision(u_key, current, trial.loss, temperature, cold=True)
       return trial._replace(log_ratio=0.0), decision
     chosen = acceptance.multiple_try_select(select_key, current, trials.loss, log_ratios, temperature)
-    trial = _take(trials, chosen)
+    trial = take_chosen(chosen)
     y = _trial_point(params, trial.move, _finite(trial.move))
-    references = jax.vmap(trial_at, in_axes=(0, None))(jax.random.split(reference_key, k - 1), y)
+    references = _evaluate_trials(trial_at, jax.random.split(reference_key, k - 1), y, batch_size)
     reference_log_ratios = jnp.broadcast_to(
         jnp.asarray(references.log_ratio).astype(dtype), (k - 1,)
     )
@@ -603,6 +644,7 @@ def _transformation(
     signal_norm: bool,
     seed: base.PRNGKeyLike,
     num_proposals: int = 1,
+    proposal_batch_size: Optional[int] = None,
     try_move: Optional[Callable[..., tuple[Trial, acceptance.Decision]]] = None,
     accept_with: str = "cond",
     sequential: Optional[sequential_lib.SequentialTest] = None,
@@ -614,7 +656,8 @@ def _transformation(
   rules here to show that the statistical tests can tell.
   """
   if try_move is None:
-    try_move = one_try if num_proposals == 1 else multiple_try(num_proposals)
+    try_move = (one_try if num_proposals == 1
+                else multiple_try(num_proposals, proposal_batch_size))
 
   def init_fn(params: PyTree) -> AMCState:
     proposals.check_params(params)
@@ -749,6 +792,18 @@ def _num_proposals(num_proposals: Any) -> int:
   return int(num_proposals)
 
 
+def _proposal_batch_size(batch_size: Any) -> Optional[int]:
+  """``proposal_batch_size`` as None or a Python int >= 1."""
+  if batch_size is None:
+    return None
+  if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
+      or int(batch_size) < 1:
+    raise ValueError(
+        f"proposal_batch_size must be None or a static int >= 1, got {batch_size!r}."
+    )
+  return int(batch_size)
+
+
 def _check_flags(minibatch: Any, signal_norm: Any) -> None:
   if not isinstance(minibatch, bool):
     raise TypeError(f"minibatch must be a bool, got {minibatch!r}.")
@@ -769,6 +824,7 @@ def amc(
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
     sequential: Optional[sequential_lib.SequentialTest] = None,
+    proposal_batch_size: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adaptive Monte Carlo (aMC), Section III of Whitelam et al. (2022).
 
@@ -838,7 +894,9 @@ def amc(
       the K is accepted iff its loss does not exceed U(x); at T > 0
       multiple-try Metropolis keeps the Boltzmann distribution exact (2K - 1
       evaluations). ``K = 1`` is the step above, bit for bit. On an
-      accelerator K evaluations cost about one; on a CPU, K.
+      accelerator K evaluations cost about one; on a CPU, K. The K trial
+      points are all held at once (K copies of the params): see
+      ``proposal_batch_size``.
     minibatch: evaluate the current params' loss on every step (see above).
       On a real data set prefer the sequential test (next argument): a
       fixed-size minibatch stalls at its noise floor, and with
@@ -868,6 +926,13 @@ def amc(
       (T > 0). mu (Eq. 10) then follows only such moves. One proposal, no
       signal norm. :func:`~amc_jax.fit` uses the test by default for
       minibatches (``batch_size=``).
+    proposal_batch_size: with ``num_proposals=K``, how many of the K trials
+      are evaluated at a time. ``None`` (the default) evaluates all K in one
+      vmapped call, the fast choice on an accelerator, holding K trial
+      points; an int b evaluates b at a time (``jax.lax.map``), holding b,
+      and draws the chosen move again from its key. The same trials and
+      decisions as ``None`` (see :func:`multiple_try`); b = 1 bounds the
+      step's memory independently of K.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` is called as
@@ -910,6 +975,7 @@ def amc(
   base.check_temperature(temperature)
   _check_flags(minibatch, signal_norm)
   num_proposals = _num_proposals(num_proposals)
+  proposal_batch_size = _proposal_batch_size(proposal_batch_size)
   if sequential is not None:
     sequential_lib.check_test(sequential, need_examples=True)
     if signal_norm or num_proposals != 1:
@@ -939,6 +1005,7 @@ def amc(
       signal_norm=signal_norm,
       seed=seed,
       num_proposals=num_proposals,
+      proposal_batch_size=proposal_batch_size,
       sequential=sequential,
   )
 
@@ -953,6 +1020,7 @@ def metropolis(
     signal_norm: bool = False,
     seed: base.PRNGKeyLike = 0,
     sequential: Optional[sequential_lib.SequentialTest] = None,
+    proposal_batch_size: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Plain Metropolis Monte Carlo: aMC with :math:`\epsilon = 0` and fixed sigma.
 
@@ -976,6 +1044,8 @@ def metropolis(
       each neuron; see :func:`amc`.
     seed: an int or a ``jax.random.key``.
     sequential: a :class:`~amc_jax.SequentialTest`; see :func:`amc`.
+    proposal_batch_size: trials evaluated at a time with ``num_proposals``;
+      see :func:`amc`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; see :func:`amc`.
@@ -1008,4 +1078,5 @@ def metropolis(
       signal_norm=signal_norm,
       seed=seed,
       sequential=sequential,
+      proposal_batch_size=proposal_batch_size,
   )

@@ -559,6 +559,7 @@ def _resolve_sequential(
         num_examples=int(np.ravel(cache.num_examples)[0]),
         chunk_size=int(cache.losses.shape[-1]),
         confidence=float(np.ravel(cache.confidence)[0]),
+        growth=round(float(np.ravel(cache.growth)[0]), 6),
     )
     if test.num_examples != n_examples:
       raise ValueError(

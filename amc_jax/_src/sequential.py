@@ -16,10 +16,14 @@ correction :math:`\sqrt{1 - (n-1)/(N-1)}`); otherwise it reads the next chunk,
 up to the whole data set, where it decides exactly as a full-batch step does
 (Korattikara, Chen and Welling 2014; Bardenet, Doucet and Holmes 2014).
 
-The critical value is set so that the probability of a wrong decision is at
-most ``1 - confidence`` per step, by a union bound over the at most C - 1
-looks that can stop before the whole data set (C chunks): each look stops
-wrongly with probability at most ``(1 - confidence) / (C - 1)`` (one-sided,
+The test looks at the differences after 1, 2, 4, 8, ... chunks (``growth``
+2, the default; the sample doubles between looks, as in Bardenet, Doucet and
+Holmes's geometric schedule) and after the last chunk; ``growth=1`` looks
+after every chunk. The critical value is set so that the probability of a
+wrong decision is at most ``1 - confidence`` per step, by a union bound over
+the L looks that can stop before the whole data set (C chunks; L = C - 1 at
+``growth=1``, about log2 C at 2): each look stops
+wrongly with probability at most ``(1 - confidence) / L`` (one-sided,
 from Student's t with n - 1 degrees of freedom, in the normal approximation
 of the mean that chunks of tens of examples or more make good). The last
 look is exact. A non-finite per-example loss of x' rejects the move at once.
@@ -95,12 +99,18 @@ class SequentialTest(NamedTuple):
     confidence: the probability, at least, that a step's decision agrees with
       the full-batch decision (in the normal approximation), in (0, 1]; 1
       reads every example: the full-batch step, decision for decision.
+    growth: the test looks after ``ceil(growth**k)`` chunks, k = 0, 1, 2, ...,
+      and after the last; a number >= 1. 2 (the default) doubles the sample
+      between looks, so that few looks share the error budget (and each
+      stops sooner); 1 looks after every chunk.
 
   Examples:
     >>> import amc_jax
     >>> test = amc_jax.SequentialTest(num_examples=1000, chunk_size=100, confidence=0.95)
     >>> test.num_chunks
     10
+    >>> test.look_after
+    (1, 2, 4, 8, 10)
 
   References:
     Korattikara, Chen, Welling, Austerity in MCMC land: cutting the
@@ -113,6 +123,7 @@ class SequentialTest(NamedTuple):
   num_examples: Optional[int] = None
   chunk_size: int = 250
   confidence: float = 0.95
+  growth: float = 2.0
 
   @property
   def num_chunks(self) -> int:
@@ -120,6 +131,25 @@ class SequentialTest(NamedTuple):
     if self.num_examples is None:
       raise ValueError("the SequentialTest has no num_examples yet.")
     return -(-int(self.num_examples) // int(self.chunk_size))
+
+  @property
+  def look_after(self) -> tuple[int, ...]:
+    """The numbers of chunks read at which the test looks (the last is all of them)."""
+    return look_after(self.num_chunks, self.growth)
+
+
+def look_after(num_chunks: int, growth: float) -> tuple[int, ...]:
+  """``ceil(growth**k)`` for k = 0, 1, ... below ``num_chunks``, then ``num_chunks``."""
+  looks, k = [], 0
+  while True:
+    # Rounded before the ceiling, so that growth**k = 8.000000001 is 8.
+    m = int(math.ceil(round(float(growth) ** k, 9))) if growth > 1 else k + 1
+    if m >= num_chunks:
+      break
+    if not looks or m > looks[-1]:
+      looks.append(m)
+    k += 1
+  return tuple(looks) + (num_chunks,)
 
 
 class SequentialState(NamedTuple):
@@ -136,6 +166,9 @@ class SequentialState(NamedTuple):
     evaluated: per-example loss evaluations of the last step, at x' and at x
       (int32 scalar): ``used`` plus the current params' examples that were not
       cached. ``evaluated / num_examples`` is the step's cost in data passes.
+    growth: the test's ``growth`` (scalar).
+    looks: ``[num_chunks]`` bool, whether the test looks after reading
+      ``i + 1`` chunks (:attr:`SequentialTest.look_after`); the last is True.
   """
 
   losses: jax.Array
@@ -144,6 +177,8 @@ class SequentialState(NamedTuple):
   confidence: jax.Array
   used: jax.Array
   evaluated: jax.Array
+  growth: jax.Array
+  looks: jax.Array
 
 
 def check_test(test: Any, *, need_examples: bool) -> SequentialTest:
@@ -166,6 +201,10 @@ def check_test(test: Any, *, need_examples: bool) -> SequentialTest:
   c = test.confidence
   if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Real) or not 0 < c <= 1:
     raise ValueError(f"SequentialTest.confidence must be a number in (0, 1], got {c!r}.")
+  g = test.growth
+  if (isinstance(g, (bool, np.bool_)) or not isinstance(g, numbers.Real)
+      or not math.isfinite(g) or g < 1):
+    raise ValueError(f"SequentialTest.growth must be a number >= 1, got {g!r}.")
   return test
 
 
@@ -174,6 +213,8 @@ def init(test: SequentialTest) -> SequentialState:
   test = check_test(test, need_examples=True)
   dtype = base.loss_dtype()
   chunks = test.num_chunks
+  looks = np.zeros((chunks,), bool)
+  looks[np.asarray(test.look_after) - 1] = True
   return SequentialState(
       losses=jnp.zeros((chunks, int(test.chunk_size)), dtype),
       known=jnp.zeros((chunks,), bool),
@@ -181,17 +222,19 @@ def init(test: SequentialTest) -> SequentialState:
       confidence=jnp.asarray(float(test.confidence), dtype),
       used=jnp.zeros([], jnp.int32),
       evaluated=jnp.zeros([], jnp.int32),
+      growth=jnp.asarray(float(test.growth), dtype),
+      looks=jnp.asarray(looks),
   )
 
 
-def critical_value(confidence: jax.Array, looks: int, n: jax.Array) -> jax.Array:
+def critical_value(confidence: jax.Array, looks: Any, n: jax.Array) -> jax.Array:
   """The t value at which one of ``looks`` looks stops, after n differences.
 
   One-sided level ``(1 - confidence) / looks`` (the union bound), Student's
   t with n - 1 degrees of freedom by the Cornish-Fisher expansion of its
   quantile around the normal one (exact to ~1% from 10 degrees of freedom).
   """
-  alpha = (1.0 - confidence) / max(looks, 1)
+  alpha = (1.0 - confidence) / jnp.maximum(looks, 1).astype(jnp.asarray(confidence).dtype)
   z = jax.scipy.special.ndtri(1.0 - alpha)
   nu = jnp.maximum(n - 1, 1).astype(z.dtype)
   z2 = z * z
@@ -270,6 +313,8 @@ def decide(
     log_q = jnp.asarray(log_ratio).astype(dtype)
     threshold = jnp.where(hot, temperature.astype(dtype) * (log_q - jnp.log(u)), 0.0)
   n_float = n_total.astype(dtype)
+  # The looks that may stop before the whole data set share the error budget.
+  early_looks = jnp.sum(state.looks[:-1].astype(jnp.int32))
 
   def exact(cache, trial):
     """The full-batch decision, from the means over every example."""
@@ -311,8 +356,8 @@ def decide(
     var = jnp.maximum(s2 - s1 * mean, 0.0) / jnp.maximum(nf - 1.0, 1.0)
     fpc = jnp.maximum(1.0 - (nf - 1.0) / jnp.maximum(n_float - 1.0, 1.0), 0.0)
     stat = (mean - threshold) / jnp.sqrt(var / nf * fpc)
-    t = critical_value(state.confidence, chunks - 1, n)
-    enough = n >= MIN_EXAMPLES
+    t = critical_value(state.confidence, early_looks, n)
+    enough = (n >= MIN_EXAMPLES) & state.looks[i - 1]
     below, above = enough & (stat < -t), enough & (stat > t)
     everything = i >= chunks
     # The exact decision reads all N cached losses: only on the last look.
@@ -348,6 +393,8 @@ def decide(
       confidence=state.confidence,
       used=n,
       evaluated=evaluated,
+      growth=state.growth,
+      looks=state.looks,
   )
   return Outcome(
       decision=acceptance.Decision(accepted=accepted, acceptance_probability=prob.astype(dtype)),

@@ -159,7 +159,8 @@ def run_one(model_name, method, seed, data, budget, n_checkpoints):
       kw.update(batch_size=opts["batch"])
     elif kind == "sequential":
       kw.update(sequential=amc_jax.SequentialTest(chunk_size=opts["chunk"],
-                                                  confidence=opts["confidence"]))
+                                                  confidence=opts["confidence"],
+                                                  growth=opts.get("growth", 2.0)))
     elif kind == "progressive":
       kw.update(progressive=amc_jax.ProgressiveBatching(error, start=size, factor=2,
                                                         threshold=0.1),
