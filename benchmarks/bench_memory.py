@@ -8,8 +8,9 @@ alias). P is one copy of the params, fwd the compiled loss evaluation alone
 (its total, params included). Rows:
 
 * the forward pass alone;
-* ``amc`` at epsilon 0 and 0.1, ``metropolis``, ``amc(num_proposals=4)``,
-  ``replica_exchange`` with 4 replicas;
+* ``amc`` at epsilon 0 and 0.1, ``metropolis``, ``amc(num_proposals=K)``
+  for K = 4 and 16, all K in one vmapped call and one at a time
+  (``proposal_batch_size=1``), ``replica_exchange`` with 4 replicas;
 * ``optax.adam`` and ``optax.sgd`` through ``jax.grad``;
 * MeZO (Malladi et al. 2023), written here as the forward-only peer:
   zeroth-order SGD whose perturbation z is regenerated from a seed, the
@@ -146,7 +147,10 @@ def rows_for(params, loss):
   for name, tx in (("amc eps=0", amc_jax.amc(1e-3)),
                    ("amc eps=0.1", amc_jax.amc(1e-3, epsilon=0.1)),
                    ("metropolis", amc_jax.metropolis(1e-3)),
-                   ("amc K=4", amc_jax.amc(1e-3, num_proposals=4))):
+                   ("amc K=4", amc_jax.amc(1e-3, num_proposals=4)),
+                   ("amc K=4 b=1", amc_jax.amc(1e-3, num_proposals=4, proposal_batch_size=1)),
+                   ("amc K=16", amc_jax.amc(1e-3, num_proposals=16)),
+                   ("amc K=16 b=1", amc_jax.amc(1e-3, num_proposals=16, proposal_batch_size=1))):
     step, state = mc_step(tx)
     out[name] = compiled_memory(step, params, state, donate=(0, 1))
   try:
