@@ -1,5 +1,12 @@
 """amc_jax: train neural networks with Metropolis Monte Carlo and aMC in JAX."""
 
+# First, before anything computes: the XLA:CPU flag for jax issue 39103 on
+# affected jaxlibs (see amc_jax/_src/xla_cpu.py; AMC_JAX_NO_XLA_CPU_WORKAROUND=1
+# opts out).
+from amc_jax._src import xla_cpu as _xla_cpu
+
+_xla_cpu.apply_at_import()
+
 from amc_jax._src.acceptance import metropolis_decision
 from amc_jax._src.amc import AMCInfo
 from amc_jax._src.amc import AMCState
@@ -47,6 +54,7 @@ from amc_jax._src.sharding import replicate
 from amc_jax._src.sharding import shard_batch
 from amc_jax._src.sharding import shard_ensemble
 from amc_jax._src.sharding import shard_replicas
+from amc_jax._src.xla_cpu import XLACPUWorkaroundWarning
 from amc_jax._src.xla_cpu import use_xla_cpu_workaround
 from amc_jax import proposals
 
@@ -67,6 +75,7 @@ __all__ = (
     "SequentialTest",
     "SignalNormWarning",
     "TrainState",
+    "XLACPUWorkaroundWarning",
     "acceptance_by_loss",
     "amc",
     "coldest_replica",

@@ -132,3 +132,50 @@ def test_matmul_then_reduce_matches_numpy_in_this_process(case, n):
   assert np.all(np.abs(got - expected) <= 1e-5 * scale), np.max(np.abs(got - expected) / scale)
   # The backends are running: too late if the flag is needed, fine if not.
   assert amc_jax.use_xla_cpu_workaround() == (not xla_cpu.xla_cpu_workaround_needed())
+
+
+IMPORT_ONLY = """
+import os
+import amc_jax
+from amc_jax._src import xla_cpu
+print(os.environ.get("XLA_FLAGS", "").split().count(xla_cpu.XLA_CPU_WORKAROUND_FLAG))
+import jax, jax.numpy as jnp, numpy as np
+x = jnp.asarray(np.random.default_rng(0).normal(size=(256, 5)).astype(np.float32))
+f = jax.jit(lambda x: (x @ jnp.ones((5, 32), jnp.float32)).sum(0))  # jax issue 39103
+print(np.allclose(f(x), (np.asarray(x) @ np.ones((5, 32), np.float32)).sum(0), rtol=1e-4, atol=1e-3))
+"""
+
+
+def _needed_here():
+  import jaxlib.version  # pylint: disable=g-import-not-at-top
+
+  return xla_cpu.jaxlib_has_issue_39103(jaxlib.version.__version__)
+
+
+def test_importing_amc_jax_applies_the_workaround():
+  """No call needed: ``import amc_jax`` sets the flag on an affected jaxlib
+  (the README's example program then matches NumPy), and the opt-out
+  variable keeps XLA_FLAGS untouched."""
+  count, right = _run(IMPORT_ONLY)
+  assert count == ("1" if _needed_here() else "0")
+  assert right == "True"
+  count, _ = _run(IMPORT_ONLY, **{xla_cpu.OPT_OUT_ENV: "1"})
+  assert count == "0"
+
+
+def test_importing_amc_jax_too_late_warns_once_saying_what_to_do():
+  late = ("import warnings\nwarnings.simplefilter('always')\n"
+          "import jax.numpy as jnp\nfloat(jnp.ones(3).sum())  # the backends start\n"
+          "with warnings.catch_warnings(record=True) as seen:\n"
+          "  warnings.simplefilter('always')\n"
+          "  import amc_jax\n"
+          "  import amc_jax.proposals\n"
+          "print(sum(issubclass(w.category, amc_jax.XLACPUWorkaroundWarning) for w in seen))\n"
+          "print(any('Import amc_jax before the first JAX computation' in str(w.message)"
+          " for w in seen))\n")
+  count, message = _run(late)
+  if _needed_here():
+    assert (count, message) == ("1", "True")
+  else:
+    assert (count, message) == ("0", "False")
+  assert _run(late, **{xla_cpu.OPT_OUT_ENV: "1"})[0] == "0"

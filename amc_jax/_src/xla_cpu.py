@@ -57,14 +57,20 @@ project allows >= 0.4.30): jaxlib 0.4.30 aborts at backend start with
 "Unknown flags in XLA_FLAGS" (0.8.3 and later know the flag).
 
 XLA reads ``XLA_FLAGS`` when JAX starts its backends (the first
-computation), not when ``jax`` is imported, so programs call
-:func:`use_xla_cpu_workaround` first thing in ``main``.
+computation), not when ``jax`` is imported. ``import amc_jax`` therefore
+applies the flag itself (:func:`apply_at_import`) when it still can; if JAX
+has computed something before amc_jax is imported, it is too late, and the
+import warns once (:class:`XLACPUWorkaroundWarning`) saying what to do.
+Setting the environment variable ``AMC_JAX_NO_XLA_CPU_WORKAROUND=1`` opts
+out of both. :func:`use_xla_cpu_workaround` stays for programs that want to
+apply (and check) it explicitly.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 
 XLA_CPU_WORKAROUND_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 
@@ -74,6 +80,14 @@ FIRST_AFFECTED_JAXLIB = (0, 10, 2)
 FIRST_FIXED_JAXLIB: "tuple[int, ...] | None" = None
 
 _YNN_FLAG_NAME = XLA_CPU_WORKAROUND_FLAG.split("=", 1)[0]
+
+# Set (to anything but "" or "0") to keep ``import amc_jax`` off XLA_FLAGS.
+OPT_OUT_ENV = "AMC_JAX_NO_XLA_CPU_WORKAROUND"
+
+
+class XLACPUWorkaroundWarning(UserWarning):
+  """``import amc_jax`` came after JAX's first computation on an affected
+  jaxlib: the XLA:CPU workaround for jax issue 39103 could not be applied."""
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -158,3 +172,31 @@ def use_xla_cpu_workaround() -> bool:
   if not any(f.split("=", 1)[0] == _YNN_FLAG_NAME for f in flags.split()):
     os.environ["XLA_FLAGS"] = (flags + " " + XLA_CPU_WORKAROUND_FLAG).strip()
   return not xla_bridge._backends  # pylint: disable=protected-access
+
+
+def apply_at_import() -> bool:
+  """What ``import amc_jax`` does: :func:`use_xla_cpu_workaround`, and a
+  warning (once per process) when it is needed but too late.
+
+  Skipped when ``AMC_JAX_NO_XLA_CPU_WORKAROUND`` is set (to anything but ""
+  or "0"). Returns whether the process computes jax issue 39103's cases
+  right as far as amc_jax can tell (True also when opted out).
+  """
+  if os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
+    return True
+  if use_xla_cpu_workaround():
+    return True
+  from jaxlib import version as jaxlib_version  # pylint: disable=g-import-not-at-top
+
+  warnings.warn(
+      f"jaxlib {jaxlib_version.__version__} computes some jitted CPU matmuls"
+      " followed by a reduction wrong (jax issue 39103), and JAX had already"
+      " started its backends when amc_jax was imported, so amc_jax could not"
+      " apply the fix. Import amc_jax before the first JAX computation (or call"
+      " amc_jax.use_xla_cpu_workaround() first thing), or start Python with"
+      f" XLA_FLAGS={XLA_CPU_WORKAROUND_FLAG}. Set {OPT_OUT_ENV}=1 to silence"
+      " this.",
+      XLACPUWorkaroundWarning,
+      stacklevel=3,
+  )
+  return False

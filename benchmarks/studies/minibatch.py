@@ -61,8 +61,12 @@ def methods(quick: bool):
       (f"fixed {chunk}", "fixed", {"batch": chunk}),
       (f"fixed {4 * chunk}", "fixed", {"batch": 4 * chunk}),
       ("progressive", "progressive", {"start": 2 * chunk}),
+      ("sequential 0.8", "sequential", {"chunk": chunk, "confidence": 0.8}),
       ("sequential 0.95", "sequential", {"chunk": chunk, "confidence": 0.95}),
-      ("sequential 0.99", "sequential", {"chunk": chunk, "confidence": 0.99}),
+      ("sequential 0.95 every chunk", "sequential",
+       {"chunk": chunk, "confidence": 0.95, "growth": 1.0}),
+      ("sequential 0.99 every chunk", "sequential",
+       {"chunk": chunk, "confidence": 0.99, "growth": 1.0}),
   ]
   out = [(f"{name}, eps={eps:g}", kind, dict(opts, epsilon=eps)) for eps in EPSILONS
          for name, kind, opts in rows]
@@ -248,8 +252,8 @@ def print_table(table, budget):
 def markdown(table):
   """README rows: per method (epsilon 0 / 1e-2), test accuracy, passes to
   full-batch accuracy and drift on each model."""
-  names = ["full batch", "fixed 250", "fixed 1000", "progressive", "sequential 0.95",
-           "sequential 0.99"]
+  names = ["full batch", "fixed 250", "fixed 1000", "progressive", "sequential 0.8",
+           "sequential 0.95", "sequential 0.95 every chunk", "sequential 0.99 every chunk"]
 
   def cell(model, name, key, fmt):
     out = []
