@@ -522,3 +522,29 @@ def test_bad_input_is_refused_with_a_message(kwargs, error, match):
   positional = [args.pop(name) for name in ("tx", "params", "loss_fn", "data")]
   with pytest.raises(error, match=match):
     amc_jax.fit(*positional, **args)
+
+
+@pytest.mark.parametrize("make_tx", [lambda: TX, lambda: optax.adam(1e-2)],
+                         ids=["amc", "adam"])
+def test_a_continued_minibatch_fit_continues_the_data_stream(make_tx):
+  """fit(100) then fit(100, opt_state=...) with the same key draws the
+  minibatches of fit(200): the same params and history, bit for bit. For aMC,
+  the wrong variant, restarting the stream (the state's count zeroed, which
+  nothing else reads at a constant T), differs."""
+  tx = make_tx()
+  kw = dict(batch_size=32, sequential=False, progress=False, chunk=50)
+  # optax.adam mixes a Python float with an int32 count (see above).
+  with jax.numpy_dtype_promotion("standard"):
+    whole = amc_jax.fit(tx, PARAMS, loss_fn, DATA, steps=200, **kw)
+    first = amc_jax.fit(tx, PARAMS, loss_fn, DATA, steps=100, **kw)
+    second = amc_jax.fit(tx, first.params, loss_fn, DATA, steps=100, opt_state=first.opt_state,
+                         **kw)
+  chex.assert_trees_all_equal(second.params, whole.params)
+  rest = whole.history["loss"][len(first.history["loss"]):]
+  np.testing.assert_array_equal(second.history["loss"], rest)
+  if tx is TX:
+    restarted = amc_jax.fit(
+        tx, first.params, loss_fn, DATA, steps=100,
+        opt_state=first.opt_state._replace(count=jnp.zeros([], jnp.int32)), **kw,
+    )
+    assert not np.array_equal(restarted.history["loss"], rest)

@@ -631,6 +631,17 @@ def _sequential_data(data: PyTree, key: jax.Array, test: sequential_lib.Sequenti
   return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
 
 
+def _steps_taken(opt_state: PyTree) -> int:
+  """The steps a state has taken: the largest integer ``count`` field in it
+  (``AMCState.count``, optax's ``ScaleByAdamState.count``, ...), 0 if none."""
+  counts = [
+      int(np.max(np.asarray(jax.device_get(v)), initial=0))
+      for _, v in optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+      if hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.integer)
+  ]
+  return max(counts, default=0)
+
+
 def _attach_sequential(
     opt_state: PyTree, test: Optional[sequential_lib.SequentialTest], ensemble: bool
 ) -> PyTree:
@@ -743,10 +754,14 @@ def fit(
   once) it is ``loss_fn(params, batch)``, where ``batch`` is the whole of
   ``data`` (full batch) or, with ``batch_size=B``, a minibatch of B rows drawn
   on device each step, uniformly with replacement, from a data key
-  ``jax.random.fold_in(key, 0)``: step ``t`` (counted from 0 in this call)
-  uses ``jax.random.fold_in(data_key, t)``. The optimizer's own key stream
-  (the seed of ``tx``) is untouched, so a fit is reproducible from ``key`` and
-  the seed of ``tx``, and independent of ``chunk`` and ``log_every``.
+  ``jax.random.fold_in(key, 0)``: step ``t`` uses
+  ``jax.random.fold_in(data_key, t)``, counted from the steps ``opt_state``
+  has taken (its largest ``count``; 0 for a fresh state), so a run continued
+  with ``opt_state=`` and the same ``key`` continues the data stream:
+  ``fit(steps=a)`` then ``fit(steps=b, opt_state=...)`` draws the minibatches
+  of ``fit(steps=a + b)``. The optimizer's own key stream (the seed of
+  ``tx``) is untouched, so a fit is reproducible from ``key`` and the seed of
+  ``tx``, and independent of ``chunk`` and ``log_every``.
 
   **Minibatches and Monte Carlo: the sequential test.** A Monte Carlo step
   on a fixed-size minibatch accepts every move that improves *that*
@@ -1005,11 +1020,12 @@ def fit(
     rows.append(chunk_rows)
     bar.update(done, n, _summary(chunk_rows, monte_carlo, chunk_size))
 
+  first = _steps_taken(opt_state)  # a continued run continues the data stream
   try:
     done = 0
     for i, length in enumerate(lengths):
       # A NumPy array travels with the call: no extra dispatch to build it.
-      ts = np.arange(done, done + length, dtype=np.int32).reshape(-1, log_every)
+      ts = np.arange(first + done, first + done + length, dtype=np.int32).reshape(-1, log_every)
       params, opt_state, chunk_rows = _run_chunk(
           params, opt_state, data if mode == "minibatch" else batch, data_key, ts, spec=spec
       )
