@@ -548,3 +548,22 @@ def test_a_continued_minibatch_fit_continues_the_data_stream(make_tx):
         opt_state=first.opt_state._replace(count=jnp.zeros([], jnp.int32)), **kw,
     )
     assert not np.array_equal(restarted.history["loss"], rest)
+
+
+def test_max_seconds_stops_at_a_chunk_boundary_and_says_where():
+  """A budget that the first chunk's compilation alone spends: fit runs that
+  chunk (it was dispatched), starts no other, reports where it stopped in
+  steps_taken, the history and the progress lines, and its params are those
+  of a 20-step run."""
+  lines = []
+  r = amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=1000, chunk=20, log_every=20,
+                  max_seconds=1e-3, progress=lines.append)
+  assert r.steps_taken == 20, r.steps_taken
+  assert r.history["step"][-1] == 20 and int(r.opt_state.count) == 20
+  assert any("stopped after 20 of 1000 steps" in line for line in lines)
+  full = amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=20, chunk=20, log_every=20, progress=False)
+  assert full.steps_taken == 20
+  chex.assert_trees_all_equal(r.params, full.params)
+  for bad in (0.0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match="max_seconds must be a finite number > 0"):
+      amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=10, max_seconds=bad, progress=False)

@@ -20,6 +20,7 @@ import inspect
 import math
 import numbers
 import sys
+import time
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -127,6 +128,8 @@ class FitResult(NamedTuple):
     best_chain: for an ensemble, the index of the chain with the lowest final
       logged loss (all chains see the same minibatches, so the comparison is
       fair); ``None`` for a single chain. See :func:`select_chain`.
+    steps_taken: the steps this call took: ``steps``, or fewer when
+      ``max_seconds`` stopped it (at a chunk boundary).
 
   Examples:
     >>> import jax.numpy as jnp, amc_jax
@@ -141,6 +144,7 @@ class FitResult(NamedTuple):
   opt_state: PyTree
   history: dict[str, Any]
   best_chain: Optional[int]
+  steps_taken: Optional[int] = None
 
 
 def select_chain(tree: PyTree, index: int) -> PyTree:
@@ -685,6 +689,12 @@ class _Progress:
       fields = "  ".join(f"{k} {v}" for k, v in stats.items())
       self.write(f"step {done}/{self.total}  {fields}")
 
+  def note(self, line: str) -> None:
+    if self.bar is not None:
+      self.bar.write(line)
+    elif self.write is not None:
+      self.write(line)
+
   def close(self) -> None:
     if self.bar is not None:
       self.bar.close()
@@ -723,6 +733,7 @@ def fit(
     eval_fn: Optional[Callable[[PyTree], Any]] = None,
     eval_every: Optional[int] = None,
     progress: Union[bool, Callable[[str], None]] = True,
+    max_seconds: Optional[float] = None,
 ) -> FitResult:
   r"""Trains ``params`` with ``tx`` for ``steps`` steps in compiled chunks.
 
@@ -855,9 +866,14 @@ def fit(
     progress: ``True`` shows a tqdm bar (tqdm: the ``progress`` extra of a local install, ``pip install -e '.[progress]'``) or,
       without tqdm, prints a line per chunk; ``False`` is silent; a callable
       receives the lines instead.
+    max_seconds: a wall-time budget in seconds, compilation included: no new
+      chunk starts once it is spent, so the run stops at a chunk boundary
+      (overshooting by up to about one chunk, which was already running) and
+      ``FitResult.steps_taken`` says where; the history ends there. ``None``
+      runs all ``steps``.
 
   Returns:
-    A :class:`FitResult` ``(params, opt_state, history, best_chain)``.
+    A :class:`FitResult` ``(params, opt_state, history, best_chain, steps_taken)``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, amc_jax
@@ -882,6 +898,9 @@ def fit(
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
   steps = _check_int("steps", steps, 1)
+  started = time.perf_counter()
+  if max_seconds is not None:
+    base.check_positive("max_seconds", max_seconds)
   key = base.as_key(key, "key")
   data_key, init_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   if not isinstance(progress, bool) and not callable(progress):
@@ -1024,6 +1043,9 @@ def fit(
   try:
     done = 0
     for i, length in enumerate(lengths):
+      if max_seconds is not None and i > 0 and time.perf_counter() - started >= max_seconds:
+        bar.note(f"stopped after {done} of {steps} steps: max_seconds={max_seconds:g} spent")
+        break
       # A NumPy array travels with the call: no extra dispatch to build it.
       ts = np.arange(first + done, first + done + length, dtype=np.int32).reshape(-1, log_every)
       params, opt_state, chunk_rows = _run_chunk(
@@ -1072,4 +1094,5 @@ def fit(
   if ensemble or replicas:
     last = history["loss"][-1]
     best = int(np.nanargmin(last)) if np.any(~np.isnan(last)) else 0
-  return FitResult(params=params, opt_state=opt_state, history=history, best_chain=best)
+  return FitResult(params=params, opt_state=opt_state, history=history, best_chain=best,
+                   steps_taken=done)
