@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -280,12 +280,30 @@ def _not_our_error(record: logging.LogRecord) -> bool:
 logging.getLogger("jax._src.callback").addFilter(_not_our_error)
 
 
-def _raise_bad_current_loss(bad):
-  """Host side of the guard: raises if any loss is bad, else returns "not bad"."""
+def _raise_bad_current_loss(bad, step=None):
+  """Host side of the guard: raises if any loss is bad, else returns "not bad".
+
+  ``step`` (the state's count, per chain under ``vmap``) names where.
+  """
   bad = np.asarray(bad)
   if np.any(bad):
+    where = ""
+    if step is not None:
+      steps = np.broadcast_to(np.asarray(step), bad.shape)
+      if bad.ndim == 0:
+        where = f" at step {int(steps)}"
+      else:
+        chains = np.argwhere(bad)
+        shown = ", ".join(
+            f"chain {tuple(int(i) for i in c) if len(c) > 1 else int(c[0])} at step {int(steps[tuple(c)])}"
+            for c in chains[:5]
+        )
+        where = f" ({shown}{', ...' if len(chains) > 5 else ''})"
+      where += (" (the state's count: steps this state has taken; in amc_jax.fit"
+                " also the index t of that step's minibatch, drawn with"
+                " jax.random.fold_in(data_key, t))")
     raise FloatingPointError(
-        _BAD_CURRENT_LOSS + "; a Monte"
+        _BAD_CURRENT_LOSS + where + "; a Monte"
         " Carlo step needs a finite current loss to compare proposals against"
         " (check the initial params, the data of this step, or the value="
         " argument)."
@@ -304,30 +322,31 @@ def _keep_alive(loss: jax.Array, still_bad: jax.Array) -> jax.Array:
   return loss + jnp.where(still_bad, jnp.full_like(loss, jnp.nan), jnp.zeros_like(loss))
 
 
-def _host_check(bad: jax.Array) -> jax.Array:
+def _host_check(bad: jax.Array, step: Optional[jax.Array] = None) -> jax.Array:
   """Runs :func:`_raise_bad_current_loss` on the host, once for all chains."""
+  args = (bad,) if step is None else (bad, jnp.broadcast_to(step, jnp.shape(bad)))
   return jax.pure_callback(
       _raise_bad_current_loss,
       jax.ShapeDtypeStruct(jnp.shape(bad), jnp.bool_),
-      bad,
+      *args,
       vmap_method="expand_dims",
   )
 
 
-def checked_in_place(loss: jax.Array) -> jax.Array:
+def checked_in_place(loss: jax.Array, step: Optional[jax.Array] = None) -> jax.Array:
   """The host check of :func:`check_current_loss`, without its loop.
 
   For code that already runs rarely (the first-step evaluation of batch
   mode): the callback runs every time this code does.
   """
   bad = _is_bad(loss)
-  if base.is_concrete(bad):
-    _raise_bad_current_loss(bad)
+  if base.is_concrete(bad) and (step is None or base.is_concrete(step)):
+    _raise_bad_current_loss(bad, None if step is None else np.asarray(step))
     return loss
-  return _keep_alive(loss, _host_check(bad))
+  return _keep_alive(loss, _host_check(bad, step))
 
 
-def check_current_loss(loss: jax.Array) -> jax.Array:
+def check_current_loss(loss: jax.Array, step: Optional[jax.Array] = None) -> jax.Array:
   """Raises ``FloatingPointError`` if the current loss is NaN or -inf.
 
   +inf is allowed: any finite proposal is then accepted. A concrete value is
@@ -336,15 +355,16 @@ def check_current_loss(loss: jax.Array) -> jax.Array:
   step makes no host callback. Under ``vmap`` the loop runs if any chain is
   bad, and the callback is vectorised (``vmap_method="expand_dims"``): one
   callback for the whole ensemble, not one per chain. Under ``jit`` the error
-  surfaces as a ``JaxRuntimeError`` whose text contains this message.
+  surfaces as a ``JaxRuntimeError`` whose text contains this message, and
+  the step (``step``, the state's count, when given) where it happened.
   """
   bad = _is_bad(loss)
-  if base.is_concrete(bad):
-    _raise_bad_current_loss(bad)
+  if base.is_concrete(bad) and (step is None or base.is_concrete(step)):
+    _raise_bad_current_loss(bad, None if step is None else np.asarray(step))
     return loss
 
   # The loop's result feeds the returned loss, so XLA cannot drop the loop as
   # dead code. Only the flag enters the loop: passing the loss in as well made
   # every step of a scan several times slower on XLA:CPU.
-  still_bad = lax.while_loop(lambda b: b, _host_check, bad)
+  still_bad = lax.while_loop(lambda b: b, lambda b: _host_check(b, step), bad)
   return _keep_alive(loss, still_bad)

@@ -209,16 +209,16 @@ def current_loss(
       loss, scales = acceptance.as_loss_and_scales(value, params, "value=")
     else:
       loss, scales = acceptance.as_loss(value, "value"), None
-    return acceptance.check_current_loss(loss), scales
+    return acceptance.check_current_loss(loss, state.count), scales
   if minibatch:
     loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
-    return acceptance.check_current_loss(loss), scales
+    return acceptance.check_current_loss(loss, state.count), scales
 
   # Batch mode: U(x) is known from the previous step, except on the first.
   if base.is_concrete(state.count):  # eager call: plain Python control flow
     if int(state.count) == 0:
       loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
-      return acceptance.check_current_loss(loss), scales
+      return acceptance.check_current_loss(loss, state.count), scales
     return state.loss, state.scales
   # A while loop (trip count 0 or 1) rather than a cond keeps that first
   # evaluation out of every later step under vmap too, where a cond with a
@@ -236,7 +236,7 @@ def current_loss(
         lambda x: jnp.where(trips < 0, jnp.zeros_like(x), x), params
     )
     loss, scales = evaluate(value_fn, inside, signal_norm, "value_fn(params)")
-    return jnp.zeros_like(carry[0]), acceptance.checked_in_place(loss), scales, trips + 1
+    return jnp.zeros_like(carry[0]), acceptance.checked_in_place(loss, state.count), scales, trips + 1
 
   _, loss, scales, _ = lax.while_loop(
       lambda carry: carry[0],
