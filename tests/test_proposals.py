@@ -1261,3 +1261,26 @@ def test_leaf_by_leaf_normals_are_the_documented_flat_draw_bit_for_bit():
   # is another stream: leaf "c" would be the first 1000 numbers of the key.
   restarted = jax.random.normal(key, (1000,))
   assert not np.array_equal(np.asarray(restarted), np.asarray(z["c"]))
+
+
+@pytest.mark.parametrize("block", [None, 64])
+def test_large_leaves_drawn_in_blocks_are_the_flat_draw_bit_for_bit(monkeypatch, block):
+  """Leaves larger than the block size draw their normals block by block (a
+  loop, bounded temporaries): whole blocks, a tail, an exact multiple and a
+  leaf one past it give jax.random.normal(key, (N,)) cut into the leaves.
+  ``block=None`` is the library's block size with a leaf just above it."""
+  from amc_jax._src import proposals as proposals_lib
+
+  if block is None:
+    b = proposals_lib._BLOCK
+    params = {"big": jnp.zeros((b + 3,)), "small": jnp.zeros((5,))}
+  else:
+    monkeypatch.setattr(proposals_lib, "_BLOCK", block)
+    params = {"a": jnp.zeros((7, 3 * block // 7 + 1)), "b": jnp.zeros((2 * block,)),
+              "c": jnp.zeros((block + 1,)), "d": jnp.zeros((block,)), "e": jnp.zeros((3,))}
+  n = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  key = jax.random.key(11)
+  z = jax.jit(amc_jax.standard_normal_like)(key, params)
+  ours = jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(z)])
+  flat = jax.random.normal(key, (n,))
+  np.testing.assert_array_equal(np.asarray(ours).view(np.uint32), np.asarray(flat).view(np.uint32))

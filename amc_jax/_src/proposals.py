@@ -232,6 +232,9 @@ def _leafwise_matches_this_jax() -> bool:
                         == jax.lax.bitcast_convert_type(ours, jnp.uint32)))
 
 
+# Leaves larger than this draw their normals in blocks of this size.
+_BLOCK = 1 << 18
+
 _NEXT_ABOVE_MINUS_ONE = np.nextafter(np.float32(-1.0), np.float32(0.0), dtype=np.float32)
 
 
@@ -239,7 +242,10 @@ def _leafwise_normals(key: jax.Array, params: PyTree) -> PyTree:
   """``jax.random.normal(key, (N,), float32)`` cut into the leaves, computed leaf
   by leaf from the counters of each leaf's slice: the same numbers, bit for
   bit (``tests/test_proposals.py`` checks), but no N-sized draw is ever held:
-  each leaf's random bits live only while its own move is computed.
+  each leaf's random bits live only while its own move is computed, and a
+  leaf larger than ``_BLOCK`` (2^18) numbers draws them a block at a time.
+  (On XLA:CPU that took a step of a 2.9M-param MLP from fwd + 2.72 P to fwd
+  + 2.00 P, and from 27.7 to 26.4 ms; blocks of 2^16 cost 31 ms.)
 
   The steps are those of ``jax.random.normal``: threefry 2x32 of the
   counters ``(0, i)`` (partitionable threefry), the two words xor-ed; the top
@@ -250,17 +256,38 @@ def _leafwise_normals(key: jax.Array, params: PyTree) -> PyTree:
   k1, k2 = data[0], data[1]
   one_bits = jnp.uint32(np.float32(1.0).view(np.uint32))
   lo = jnp.float32(_NEXT_ABOVE_MINUS_ONE)
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  out, offset = [], 0
-  for leaf, size in zip(leaves, _sizes(leaves)):
-    counts = jax.lax.iota(jnp.uint32, size) + jnp.uint32(offset)
+
+  def normals(start, count):
+    """The normals of counters ``start, ..., start + count - 1``."""
+    counts = jax.lax.iota(jnp.uint32, count) + start
     bits1, bits2 = jax.extend.random.threefry2x32_p.bind(
-        k1, k2, jnp.zeros((size,), jnp.uint32), counts
+        k1, k2, jnp.zeros((count,), jnp.uint32), counts
     )
     mantissa = jax.lax.shift_right_logical(bits1 ^ bits2, jnp.uint32(32 - 23)) | one_bits
     floats = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - jnp.float32(1.0)
     u = jax.lax.max(lo, floats * (jnp.float32(1.0) - lo) + lo)
-    z = jnp.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
+    return jnp.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
+
+  def blocked(offset, size):
+    """A large leaf's normals, ``_BLOCK`` at a time into one buffer: JAX's
+    CPU lowering of threefry is a rolled loop whose two word-arrays (and
+    their copies) are as large as the draw, so one draw of a whole leaf held
+    several leaf-sized temporaries."""
+    full, tail = divmod(size, _BLOCK)
+
+    def body(j, z):
+      start = jnp.uint32(offset) + jnp.uint32(_BLOCK) * j.astype(jnp.uint32)
+      return jax.lax.dynamic_update_slice(z, normals(start, _BLOCK), (j * _BLOCK,))
+
+    z = jax.lax.fori_loop(0, full, body, jnp.zeros((size,), jnp.float32))
+    if tail:
+      z = z.at[full * _BLOCK:].set(normals(jnp.uint32(offset + full * _BLOCK), tail))
+    return z
+
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  out, offset = [], 0
+  for leaf, size in zip(leaves, _sizes(leaves)):
+    z = blocked(offset, size) if size > _BLOCK else normals(jnp.uint32(offset), size)
     out.append(z.reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
     offset += size
   # Each leaf's normals in a buffer of their own, as the flat draw's are:
