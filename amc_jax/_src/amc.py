@@ -494,12 +494,10 @@ def next_state(
   """
   accepted = decision.accepted
   sigma_rejected, n_reject_rejected, reset = rejected
-  yes, no = jnp.asarray(True), jnp.asarray(False)
 
   def on_accept(_):
     return (
         trial.move,
-        proposal.update(state.mu, trial.move, yes, no),
         state.sigma,
         jnp.zeros_like(state.n_reject),
         trial.loss,
@@ -509,7 +507,6 @@ def next_state(
   def on_reject(_):
     return (
         jax.tree_util.tree_map(jnp.zeros_like, trial.move),
-        proposal.update(state.mu, trial.move, no, reset),
         sigma_rejected,
         n_reject_rejected,
         current,
@@ -524,7 +521,11 @@ def next_state(
     )
   else:
     raise ValueError(f"accept_with must be 'cond' or 'select', got {accept_with!r}.")
-  updates, mu, sigma, n_reject, loss, scales = outcome
+  updates, sigma, n_reject, loss, scales = outcome
+  # The move's state (mu, Eq. 10) outside the cond: one elementwise select
+  # that XLA writes into the donated state's buffer, where a cond output
+  # held a params-sized copy of its own.
+  mu = proposal.update(state.mu, trial.move, accepted, reset & ~accepted)
   return updates, AMCState(
       key=key,
       mu=mu,

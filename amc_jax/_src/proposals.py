@@ -47,7 +47,10 @@ class Proposal(NamedTuple):
     update: ``update(proposal_state, move, accepted, reset) ->
       proposal_state``, called after every step with the move that was tried,
       whether it was accepted (bool scalar) and whether aMC's reset fired
-      (``n_reset`` consecutive rejections; bool scalar).
+      (``n_reset`` consecutive rejections; bool scalar; never with an
+      accepted move). Both flags are traced arrays: select with
+      ``jnp.where``, not Python ``if``. It runs outside the accept/reject
+      ``lax.cond`` so that a params-sized state is updated in place.
 
   Examples:
     A symmetric, stateless move of every entry by +-sigma:
