@@ -781,7 +781,7 @@ def fit(
   follows moves accepted on noise and the full-data loss drifts upward. So
   with ``batch_size=B`` a Monte Carlo transformation (``amc``, ``metropolis``,
   an ensemble of them) is decided by the sequential acceptance test
-  (:class:`~amc_jax.SequentialTest`, chunks of B examples, confidence 0.95):
+  (:class:`~amc_jax.SequentialTest`, chunks of B examples, confidence 0.8):
   each move reads chunks of the data, in a random order of one random
   partition (``jax.random.fold_in(key, 3)``), until it is confident of the
   sign of the full-data loss change, up to the whole data set. Early in
