@@ -355,3 +355,26 @@ def test_bad_uses_are_refused_with_a_clear_message():
                 sequential=amc_jax.SequentialTest(chunk_size=50), progress=False)
   with pytest.raises(TypeError, match="sequential must be None, False or"):
     amc_jax.fit(plain, _init, _per_example_ce, data, steps=2, sequential=True, progress=False)
+
+
+def test_the_looks_follow_the_growth_schedule_and_survive_a_resumed_fit():
+  assert amc_jax.SequentialTest(1000, 100).look_after == (1, 2, 4, 8, 10)
+  assert amc_jax.SequentialTest(1000, 100, growth=1).look_after == tuple(range(1, 11))
+  assert amc_jax.SequentialTest(1000, 100, growth=1.5).look_after == (1, 2, 3, 4, 6, 8, 10)
+  assert amc_jax.SequentialTest(1024, 128).look_after == (1, 2, 4, 8)
+  state = sequential_lib.init(amc_jax.SequentialTest(1000, 100))
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(state.looks)) + 1, [1, 2, 4, 8, 10])
+  for bad in (0.5, float("inf"), True):
+    with pytest.raises(ValueError, match="growth must be a number >= 1"):
+      amc_jax.amc(0.1, sequential=amc_jax.SequentialTest(1000, 100, growth=bad))
+  # A fit continued from a sequential state keeps the state's test.
+  x, labels = _data()
+  test = amc_jax.SequentialTest(chunk_size=100, confidence=0.9, growth=1.5)
+  params = {"w1": jnp.full((8, 8), 0.1, jnp.float32), "w2": jnp.full((8, 3), 0.1, jnp.float32)}
+  first = amc_jax.fit(amc_jax.amc(0.05, seed=0), params,
+                      _per_example_ce, (x, labels), steps=20, sequential=test, progress=False)
+  again = amc_jax.fit(amc_jax.amc(0.05, seed=0), first.params, _per_example_ce, (x, labels),
+                      steps=20, opt_state=first.opt_state, progress=False)
+  s = again.opt_state.sequential
+  assert float(s.growth) == 1.5 and abs(float(s.confidence) - 0.9) < 1e-6
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(s.looks)) + 1, [1, 2, 3, 4, 6, 8, 12])
