@@ -503,7 +503,7 @@ PROBLEMS = {
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+  parser.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
   parser.add_argument("--steps", type=int, default=20_000, help="steps per scan, sine net")
   parser.add_argument("--mlp-steps", type=int, default=40)
   parser.add_argument("--mlp-mb-steps", type=int, default=400)
@@ -519,6 +519,8 @@ def main(argv=None):
   parser.add_argument("--mlp-chains", type=int, nargs="*", default=[1, 10],
                       help="vmapped MLP chains against their vmapped floor (none: skip)")
   parser.add_argument("--mlp-chain-steps", type=int, default=10)
+  parser.add_argument("--mlp-chain-examples", type=int, default=None,
+                      help="examples of the MLP ensembles (default: --mlp-examples)")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--variants-steps", type=int, default=5000,
                       help="steps per scan of the Metropolis/aMC variants and blackjax table (0: skip)")
@@ -582,7 +584,8 @@ def main(argv=None):
   mlp_ensembles = {}
   if args.mlp_chains:
     mlp_ensembles = bench_mlp_ensembles(
-        args.mlp_chains, args.mlp_chain_steps, args.mlp_examples, args.repeats
+        args.mlp_chains, args.mlp_chain_steps, args.mlp_chain_examples or args.mlp_examples,
+        args.repeats,
     )
     print(f"\nMLP ({mlp_ensembles['problem']}), M vmapped chains against the vmapped floor")
     for m in map(str, args.mlp_chains):
