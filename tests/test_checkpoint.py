@@ -243,13 +243,105 @@ def test_missing_file(tmp_path):
 def test_not_a_checkpoint(tmp_path):
   path = tmp_path / "junk"
   path.write_bytes(b"\xc1 not msgpack")
-  with pytest.raises(ValueError, match="not a readable msgpack checkpoint"):
+  with pytest.warns(DeprecationWarning), pytest.raises(
+      ValueError, match="not a readable msgpack checkpoint"):
     amc_jax.restore_checkpoint(path, {"a": jnp.zeros(2)})
   from flax import serialization
 
   path.write_bytes(serialization.to_bytes({"a": jnp.zeros(2)}))
-  with pytest.raises(ValueError, match="not an amc_jax checkpoint"):
+  with pytest.warns(DeprecationWarning), pytest.raises(
+      ValueError, match="not an amc_jax checkpoint"):
     amc_jax.restore_checkpoint(path, {"a": jnp.zeros(2)})
+  # An Orbax checkpoint that amc_jax did not write.
+  import orbax.checkpoint as ocp
+
+  other = tmp_path / "theirs"
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(other, {"a": jnp.zeros(2)})
+  checkpointer.wait_until_finished()
+  with pytest.raises(ValueError, match="not an amc_jax checkpoint"):
+    amc_jax.restore_checkpoint(other, {"a": jnp.zeros(2)})
+
+
+def test_an_earlier_msgpack_checkpoint_still_restores_with_a_deprecation_warning(tmp_path):
+  """Files of earlier amc_jax (flax msgpack) restore bit for bit, say how to
+  convert, and a save of the restored tree converts them."""
+  from amc_jax._src import checkpoint as checkpoint_lib
+
+  state = train_step(train_step(make_state()))
+  path = tmp_path / "old.msgpack"
+  checkpoint_lib.save_checkpoint_msgpack(path, state)
+  with pytest.warns(DeprecationWarning, match="save the restored tree again|Save the restored"):
+    restored = amc_jax.restore_checkpoint(path, make_state())
+  assert_identical(restored, state)
+  amc_jax.save_checkpoint(path, restored)  # converted in place: now a directory
+  assert path.is_dir()
+  assert_identical(amc_jax.restore_checkpoint(path, make_state()), state)
+
+
+def test_orbax_restores_an_amc_jax_checkpoint_by_itself(tmp_path):
+  """Orbax's own StandardCheckpointer reads the checkpoint: a nested dict of
+  the saved arrays, the typed PRNG key a typed key again."""
+  import orbax.checkpoint as ocp
+
+  params, state = steps(TX, {"w": jnp.zeros(3)}, 5)
+  amc_jax.save_checkpoint(tmp_path / "ckpt", {"params": params, "opt_state": state})
+  raw = ocp.StandardCheckpointer().restore(tmp_path / "ckpt")
+  np.testing.assert_array_equal(raw["params"]["w"], params["w"])
+  assert is_key(raw["opt_state"]["key"])
+  np.testing.assert_array_equal(jax.random.key_data(raw["opt_state"]["key"]),
+                                jax.random.key_data(state.key))
+  assert int(raw["opt_state"]["count"]) == 5
+
+
+SHARDED_SCRIPT = """
+import sys, numpy as np, jax, amc_jax
+sys.path.insert(0, sys.argv[3])
+import sharding_worker as worker
+path, out = sys.argv[1], sys.argv[2]
+assert jax.device_count() == 4
+tx, params, state = worker.chain_problem()
+params, state = amc_jax.shard_ensemble(params, state, amc_jax.device_mesh("chains"))
+run = worker.chain_run(tx, jax.vmap)
+(params, state), _ = run(params, state)
+amc_jax.save_checkpoint(path, {"params": params, "opt_state": state})
+(params, state), accepted = run(params, state)
+np.savez(out, loss=np.asarray(state.loss), accepted=np.asarray(accepted),
+         **{k: np.asarray(v) for k, v in params.items()})
+"""
+
+
+def test_a_sharded_ensemble_saved_on_four_devices_resumes_on_one_bit_for_bit(tmp_path):
+  """tests/sharding_worker.py's 8 chains sharded over 4 CPU devices, saved
+  after 50 steps, restored here on one device (the target's placement), 50
+  more steps: the same params, losses and decisions as the 4-device run that
+  never stopped. A wrong variant, resuming with a fresh state instead of the
+  restored one, differs."""
+  import subprocess
+  import sys
+
+  tests_dir = os.path.dirname(__file__)
+  sys.path.insert(0, tests_dir)
+  import sharding_worker as worker  # pylint: disable=g-import-not-at-top
+
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=4"
+                      " --xla_cpu_experimental_ynn_fusion_type=-reduce")
+  path, out = tmp_path / "sharded", tmp_path / "straight.npz"
+  proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(path), str(out), tests_dir],
+                        capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  tx, params, fresh = worker.chain_problem()
+  restored = amc_jax.restore_checkpoint(path, {"params": params, "opt_state": fresh})
+  run = worker.chain_run(tx, jax.vmap)
+  (p, s), accepted = run(restored["params"], restored["opt_state"])
+  with np.load(out) as straight:
+    for k in p:
+      np.testing.assert_array_equal(np.asarray(p[k]), straight[k], err_msg=k)
+    np.testing.assert_array_equal(np.asarray(s.loss), straight["loss"])
+    np.testing.assert_array_equal(np.asarray(accepted), straight["accepted"])
+    (p_wrong, _), _ = run(restored["params"], fresh)
+    assert not np.array_equal(np.asarray(p_wrong["w"]), straight["w"])
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def test_fig1_long_quick_resumes(tmp_path):
   run("fig1_fig7_mnist.py", *common, "--long-steps", 1000)
   first = json.loads((out / "paper_fig1_long.json").read_text())
   assert set(first["measured"]["runs"]) == {"MC", "GD", "aMC"}
-  assert {p.name for p in ck.iterdir()} >= {"MC.msgpack", "GD.json", "aMC.msgpack"}
+  assert {p.name for p in ck.iterdir()} >= {"MC.ckpt", "GD.json", "aMC.ckpt"}
   stdout = run("fig1_fig7_mnist.py", *common, "--long-steps", 1200)
   assert stdout.count("resumed at step 1000") == 3
   r = json.loads((out / "paper_fig1_long.json").read_text())

@@ -1,19 +1,26 @@
 """Checkpoints of any pytree: params, AMCState, optax states, train states.
 
-The file is flax msgpack (``flax.serialization.msgpack_serialize``) of a
-nested dict built from JAX key paths: ``{"params": {"Dense_0": {"kernel":
-...}}, "opt_state": {"mu": ..., "key": ...}}``. For dicts, lists, named tuples
-and flax dataclasses this is the layout of flax's state dicts; unlike
+A checkpoint is an Orbax checkpoint directory (``orbax.checkpoint``'s
+``StandardCheckpointer``, as flax's documentation uses), of a nested dict
+built from JAX key paths: ``{"params": {"Dense_0": {"kernel": ...}},
+"opt_state": {"mu": ..., "key": ...}}``. For dicts, lists, named tuples and
+flax dataclasses this is the layout of flax's state dicts; unlike
 ``flax.serialization.to_state_dict`` it covers every registered pytree,
-``nnx.State`` included. A typed PRNG key (``jax.random.key``) is stored as
-``{"__prng_key_impl__": impl name, "key_data": uint32 array}`` and restored
-with ``jax.random.wrap_key_data``, so a resumed run draws the same numbers.
+``nnx.State`` included. Typed PRNG keys (``jax.random.key``) are saved by
+Orbax as such (their implementations are also listed in the checkpoint's
+custom metadata), so a resumed run draws the same numbers. Orbax restores
+sharded arrays onto the target's sharding, whatever the device count they
+were saved from.
+
+Files written by earlier amc_jax (flax msgpack, one file) are still read,
+with a ``DeprecationWarning``; save them again to convert.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from typing import Any, Union
 
 import jax
@@ -25,7 +32,10 @@ PyTree = Any
 PathLike = Union[str, "os.PathLike[str]"]
 
 _FORMAT = "amc_jax.checkpoint"
-_VERSION = 1
+_VERSION = 1  # the msgpack files of earlier amc_jax
+_ORBAX_VERSION = 2
+# The name under which a pytree that is a single leaf is saved.
+_ROOT = "__root__"
 _KEY_IMPL = "__prng_key_impl__"
 _KEY_DATA = "key_data"
 # How many mismatches an error message lists before it says "and N more".
@@ -96,6 +106,43 @@ def _to_nested(tree: PyTree) -> Any:
   return nested
 
 
+def _check_leaf(x: Any, names: tuple[str, ...]) -> Any:
+  """A leaf as Orbax saves it: arrays (typed PRNG keys included) and numbers."""
+  if isinstance(x, jax.core.Tracer):
+    raise TypeError(
+        f"save_checkpoint needs concrete values, but the leaf {_where(names)} is"
+        " a tracer: save outside jax.jit / jax.lax.scan / jax.vmap."
+    )
+  if isinstance(x, np.generic):
+    return np.asarray(x)
+  if isinstance(x, (bool, int, float, jax.Array, np.ndarray)):
+    return x
+  raise TypeError(
+      f"save_checkpoint stores arrays and numbers; the leaf {_where(names)} is a"
+      f" {type(x).__name__}. Keep it out of the saved pytree (e.g. as a static"
+      " field)."
+  )
+
+
+def _to_orbax(tree: PyTree) -> tuple[dict, dict]:
+  """(the nested dict Orbax saves, {path: PRNG key implementation})."""
+  nested: dict = {}
+  keys: dict = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    names = _names(path) or (_ROOT,)
+    node = nested
+    for i, name in enumerate(names[:-1]):
+      node = node.setdefault(name, {})
+      if not isinstance(node, dict):
+        raise ValueError(f"two leaves of the pytree map to {_where(names[: i + 1])}.")
+    if names[-1] in node:
+      raise ValueError(f"two leaves of the pytree map to {_where(names)}.")
+    node[names[-1]] = _check_leaf(leaf, names)
+    if _is_prng_key(leaf):
+      keys[_where(names)] = str(jax.random.key_impl(leaf))
+  return nested, keys
+
+
 def _flatten_saved(nested: Any, names: tuple[str, ...] = ()) -> dict:
   """{path names: saved leaf} for a nested dict read from a checkpoint."""
   if isinstance(nested, dict) and _KEY_IMPL not in nested:
@@ -107,18 +154,25 @@ def _flatten_saved(nested: Any, names: tuple[str, ...] = ()) -> dict:
 
 
 def save_checkpoint(path: PathLike, tree: PyTree) -> None:
-  """Writes a pytree of arrays to ``path``, atomically.
+  """Writes a pytree of arrays to the Orbax checkpoint directory ``path``.
 
   The pytree may hold params, an :class:`~amc_jax.AMCState` (its typed PRNG
   key included), any optax state, a flax ``TrainState`` (or
   :class:`amc_jax.TrainState`; its ``apply_fn`` and ``tx`` are static and are
   not saved) or an ``nnx.State`` (e.g. ``nnx.state((model, optimizer))``).
-  The file is written to a temporary file in the same directory and moved into
-  place with ``os.replace``, so an interrupted save never leaves a truncated
-  checkpoint behind; missing parent directories are created.
+  Orbax writes to a temporary directory and renames it into place when the
+  save is complete, so an interrupted save never leaves a truncated
+  checkpoint behind; an existing checkpoint at ``path`` is replaced, and
+  missing parent directories are created. The call returns when the
+  checkpoint is on disk.
+
+  Orbax's own ``StandardCheckpointer().restore(path)`` reads it too (a nested
+  dict of the saved arrays, typed keys included); for many checkpoints with
+  retention, pass the same nested dict to an ``orbax.checkpoint.
+  CheckpointManager`` (see the README's "Flax and checkpoints").
 
   Args:
-    path: file to write (replaced if it exists).
+    path: the checkpoint directory to write (replaced if it exists).
     tree: a pytree whose leaves are JAX or NumPy arrays, typed PRNG keys or
       Python numbers (concrete values: call it outside ``jax.jit``).
 
@@ -126,12 +180,29 @@ def save_checkpoint(path: PathLike, tree: PyTree) -> None:
     >>> import os, tempfile, jax.numpy as jnp, amc_jax
     >>> tx = amc_jax.amc(sigma0=0.1, seed=0)
     >>> state = tx.init({"w": jnp.zeros(3)})
-    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
     >>> amc_jax.save_checkpoint(path, state)
     >>> restored = amc_jax.restore_checkpoint(path, tx.init({"w": jnp.ones(3)}))
     >>> restored.key.dtype, restored.sigma
     (key<fry>, Array(0.1, dtype=float32))
   """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  nested, keys = _to_orbax(tree)
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isfile(path):
+    os.remove(path)  # an earlier amc_jax's msgpack file of the same name
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(
+      path, nested, force=True,
+      custom_metadata={"format": _FORMAT, "version": _ORBAX_VERSION, "prng_keys": keys},
+  )
+  checkpointer.wait_until_finished()
+
+
+def save_checkpoint_msgpack(path: PathLike, tree: PyTree) -> None:
+  """The msgpack file of earlier amc_jax (for the tests of reading it)."""
   nested = _to_nested(tree)
   data = serialization.msgpack_serialize(
       {"format": _FORMAT, "version": _VERSION, "tree": nested}
@@ -172,7 +243,7 @@ def _describe(x: Any) -> str:
     return "a subtree"
   if isinstance(x, (bool, int, float, complex)):
     return f"the Python {type(x).__name__} {x!r}"
-  return f"{np.asarray(x).dtype}{list(np.shape(x))}"
+  return f"{np.dtype(_dtype(x))}{list(np.shape(x))}"
 
 
 def _describe_target(x: Any) -> str:
@@ -238,6 +309,12 @@ def _listed(items: list[str]) -> str:
 def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
   """Reads a checkpoint written by :func:`save_checkpoint` into ``target``'s structure.
 
+  Arrays come back on the target's sharding where the target's arrays are
+  committed to devices (e.g. an ensemble sharded with
+  :func:`~amc_jax.shard_ensemble`), whatever the device count at saving. A
+  msgpack file written by an earlier amc_jax is read too, with a
+  ``DeprecationWarning``.
+
   ``target`` gives the pytree structure, the static parts (a train state's
   ``apply_fn`` and ``tx``) and the expected shape and dtype of every leaf;
   its values are not used. Make it the way the saved tree was made, e.g.
@@ -255,9 +332,9 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
     A pytree with the structure of ``target`` and the saved values.
 
   Raises:
-    FileNotFoundError: there is no file at ``path``.
-    ValueError: the file is not an amc_jax checkpoint, or its tree does not
-      match ``target`` (the message lists the mismatching paths).
+    FileNotFoundError: there is no checkpoint at ``path``.
+    ValueError: it is not an amc_jax checkpoint, or its tree does not match
+      ``target`` (the message lists the mismatching paths).
 
   Examples:
     >>> import os, tempfile, jax, jax.numpy as jnp, optax, amc_jax
@@ -266,7 +343,7 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
     >>> loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(None, state, params, value_fn=loss)
-    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
     >>> amc_jax.save_checkpoint(path, {"params": params, "opt_state": state})
     >>> target = {"params": params, "opt_state": tx.init(params)}
     >>> restored = amc_jax.restore_checkpoint(path, target)
@@ -276,12 +353,39 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
     ...               == jax.random.key_data(state.key)))
     True
   """
-  path = os.fspath(path)
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-  except FileNotFoundError:
-    raise FileNotFoundError(f"no checkpoint file at {path!r}.") from None
+  path = os.path.abspath(os.fspath(path))
+  if os.path.isdir(path):
+    saved, restore = _read_orbax(path, target)
+  elif os.path.isfile(path):
+    warnings.warn(
+        f"{path!r} is a msgpack checkpoint of an earlier amc_jax; amc_jax now"
+        " writes Orbax checkpoint directories. Save the restored tree again with"
+        " amc_jax.save_checkpoint to convert it.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    saved = _read_msgpack(path)
+    restore = None
+  else:
+    raise FileNotFoundError(f"no checkpoint file at {path!r}.")
+
+  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+  names = [_names(p) or (_ROOT,) for p, _ in paths_and_leaves]
+  if restore is None:  # msgpack: a root leaf is stored without a name
+    names = [() if n == (_ROOT,) else n for n in names]
+  _check_structure(path, saved, names, paths_and_leaves)
+  if restore is None:
+    leaves = [_restore_leaf(leaf, saved[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
+  else:
+    values = restore(names, [leaf for _, leaf in paths_and_leaves])
+    leaves = [_restore_orbax_leaf(leaf, values[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _read_msgpack(path: str) -> dict:
+  """{path names: saved leaf} of an earlier amc_jax's msgpack file."""
+  with open(path, "rb") as f:
+    data = f.read()
   try:
     contents = serialization.msgpack_restore(data)
   except Exception as e:  # pylint: disable=broad-except
@@ -293,10 +397,87 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
         f"{path!r} is an amc_jax checkpoint of version {contents.get('version')!r};"
         f" this amc_jax reads version {_VERSION}."
     )
-  saved = _flatten_saved(contents.get("tree", {}))
+  return _flatten_saved(contents.get("tree", {}))
 
-  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
-  names = [_names(p) for p, _ in paths_and_leaves]
+
+def _read_orbax(path: str, target: PyTree):
+  """({path names: a stand-in of each saved leaf, from the metadata}, a
+  function that restores the named leaves onto their targets' shardings)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    meta = checkpointer.metadata(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{path!r} is not a readable Orbax checkpoint: {e!r}") from e
+  custom = getattr(meta, "custom_metadata", None) or {}
+  if custom.get("format") != _FORMAT:
+    raise ValueError(
+        f"{path!r} is not an amc_jax checkpoint (no {_FORMAT!r} in its custom"
+        " metadata); read it with orbax.checkpoint.StandardCheckpointer()."
+    )
+  if custom.get("version") != _ORBAX_VERSION:
+    raise ValueError(
+        f"{path!r} is an amc_jax checkpoint of version {custom.get('version')!r};"
+        f" this amc_jax reads version {_ORBAX_VERSION}."
+    )
+  keys = custom.get("prng_keys", {})
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  saved = {}
+  for names, m in _flatten_saved(tree).items():
+    saved[names] = _stand_in(m, keys.get(_where(names)))
+
+  def restore(names, targets):
+    abstract: dict = {}
+    for n, leaf in zip(names, targets):
+      node = abstract
+      for name in n[:-1]:
+        node = node.setdefault(name, {})
+      node[n[-1]] = _abstract(leaf, saved[n])
+    return _flatten_saved(checkpointer.restore(path, abstract))
+
+  return saved, restore
+
+
+def _stand_in(meta: Any, key_impl: Any) -> Any:
+  """What ``_leaf_mismatch`` and ``_describe`` read: a PRNG key record, a
+  Python number of the saved kind, or a shape-dtype struct."""
+  shape, dtype = tuple(getattr(meta, "shape", ()) or ()), np.dtype(getattr(meta, "dtype", "float32"))
+  if key_impl is not None:
+    return {_KEY_IMPL: key_impl, _KEY_DATA: jax.ShapeDtypeStruct(shape, dtype)}
+  if type(meta).__name__ == "ScalarMetadata":
+    return {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}[dtype.kind]
+  return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def _abstract(target: Any, saved: Any) -> Any:
+  """The abstract leaf Orbax restores into: the target's shape, dtype and
+  sharding (a committed target), or the saved Python number."""
+  if isinstance(saved, (bool, int, float, complex)):
+    return saved
+  # Always a sharding of this process's devices: Orbax otherwise restores
+  # onto the saved devices, which may not exist here.
+  if isinstance(target, jax.Array):
+    sharding = target.sharding
+  else:
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.ShapeDtypeStruct(np.shape(target), target.dtype if _is_prng_key(target)
+                              else _dtype(target), sharding=sharding)
+
+
+def _restore_orbax_leaf(target: Any, value: Any) -> Any:
+  if _is_prng_key(target):
+    return _place_like(value, target)
+  if isinstance(target, (bool, int, float, complex)):
+    return value if isinstance(value, (bool, int, float, complex)) else jnp.asarray(value)
+  if isinstance(target, jax.Array):
+    return _place_like(jnp.asarray(value, dtype=target.dtype), target)
+  return np.asarray(value, dtype=_dtype(target))
+
+
+def _check_structure(path: str, saved: dict, names: list, paths_and_leaves: list) -> None:
+  """Raises a ValueError that lists every path where ``saved`` and the target differ."""
   missing = [_where(n) for n in names if n not in saved]
   unexpected = sorted(_where(n) for n in set(saved) - set(names))
   problems = []
@@ -325,5 +506,3 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
         + "; ".join(problems)
         + "."
     )
-  leaves = [_restore_leaf(leaf, saved[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
-  return jax.tree_util.tree_unflatten(treedef, leaves)

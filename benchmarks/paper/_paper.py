@@ -162,7 +162,7 @@ def resumable_fit(tx, params, loss_fn, data=None, *, segments, checkpoint=None, 
   ``segments`` is a list of ``(length, chunk)``: fit runs ``length`` steps in
   compiled chunks of ``chunk`` and evaluates ``eval_fn`` after every chunk.
   After each segment the params, the optimizer state and the steps done go to
-  ``<checkpoint>.msgpack`` (``amc_jax.save_checkpoint``) and the history so far
+  ``<checkpoint>.ckpt`` (``amc_jax.save_checkpoint``, an Orbax directory) and the history so far
   to ``<checkpoint>.json``; a later call with the same arguments continues
   from there, bit for bit for full-batch runs. Segment ``i`` draws its
   minibatches (if any) from the data key ``fold_in(key, i)``, so minibatch
@@ -183,15 +183,18 @@ def resumable_fit(tx, params, loss_fn, data=None, *, segments, checkpoint=None, 
   history, done, wall = None, 0, 0.0
   if checkpoint is not None:
     checkpoint = pathlib.Path(checkpoint)
-    ck, side = checkpoint.with_suffix(".msgpack"), checkpoint.with_suffix(".json")
+    ck, side = checkpoint.with_suffix(".ckpt"), checkpoint.with_suffix(".json")
+    read = ck
+    if not ck.exists() and checkpoint.with_suffix(".msgpack").is_file():
+      read = checkpoint.with_suffix(".msgpack")  # an earlier amc_jax's file
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
   if resume_from is not None:
     params, opt_state, history, done, wall = resume_from
   elif checkpoint is not None:
-    if ck.exists() and side.exists():
+    if read.exists() and side.exists():
       import jax.numpy as jnp
       target = {"params": params, "opt_state": opt_state, "done": jnp.zeros((), jnp.int32)}
-      saved = amc_jax.restore_checkpoint(ck, target)
+      saved = amc_jax.restore_checkpoint(read, target)
       params, opt_state, done = saved["params"], saved["opt_state"], int(saved["done"])
       meta = json.loads(side.read_text())
       history = _history_from_json(meta["history"]) if meta["history"] else None
