@@ -8,11 +8,11 @@ from amc_jax._src import xla_cpu as _xla_cpu
 _xla_cpu.apply_at_import()
 
 from amc_jax._src.acceptance import metropolis_decision
-from amc_jax._src.amc import AMCInfo
-from amc_jax._src.amc import AMCState
 from amc_jax._src.amc import amc
 from amc_jax._src.amc import metropolis
-from amc_jax._src.amc import monte_carlo_state
+from amc_jax._src.state import AMCInfo
+from amc_jax._src.state import AMCState
+from amc_jax._src.state import monte_carlo_state
 from amc_jax._src.checkpoint import restore_checkpoint
 from amc_jax._src.checkpoint import save_checkpoint
 from amc_jax._src.correspondence import CorrespondenceResult

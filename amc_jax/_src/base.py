@@ -162,34 +162,6 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(acc))) for x in leaves))
 
 
-def leading_size(tree: Any, what: str, purpose: str) -> int:
-  """The common size of the leading axis of every leaf of ``tree``.
-
-  ``what`` names the tree and ``purpose`` why it needs the axis ("to shard"),
-  in the error raised for an empty tree, a scalar leaf or unequal sizes.
-  """
-  leaves = jax.tree_util.tree_leaves_with_path(tree)
-  if not leaves:
-    raise ValueError(f"{what} must contain at least one array; got an empty pytree.")
-  sizes = {}
-  for path, leaf in leaves:
-    shape = np.shape(leaf)
-    if not shape:
-      raise ValueError(
-          f"every leaf of {what} needs a leading axis {purpose}; the leaf"
-          f" {jax.tree_util.keystr(path) or '<root>'} is a scalar."
-      )
-    sizes.setdefault(shape[0], jax.tree_util.keystr(path) or "<root>")
-  if len(sizes) != 1:
-    examples = ", ".join(f"{name} has {n}" for n, name in sorted(sizes.items()))
-    raise ValueError(
-        f"every leaf of {what} must have the same leading axis size; got sizes"
-        f" {sorted(sizes)} (the leaf {examples})."
-    )
-  (size,) = sizes
-  return size
-
-
 def materialised(tree: Any, flag: jax.Array) -> Any:
   """``tree``, computed once into buffers of its own before anything reads it.
 

@@ -33,6 +33,7 @@ import optax
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble
+from amc_jax._src import state as state_lib
 
 PyTree = Any
 
@@ -400,7 +401,7 @@ def correspondence(
       p, s = carry
       return jax.vmap(mc_step, in_axes=(0, 0, None))(p, s, d), None
 
-    n0 = jnp.sum(amc_lib.monte_carlo_state(state).n_accept)
+    n0 = jnp.sum(state_lib.monte_carlo_state(state).n_accept)
     (ens_params, state), _ = jax.lax.scan(mc_body, (ens_params, state), None, length=per_record)
 
     def gd_body(carry, _):
@@ -412,8 +413,8 @@ def correspondence(
     (gd_params, gd_state), _ = jax.lax.scan(
         gd_body, (gd_params, gd_state), None, length=gd_per_record
     )
-    accepted = (jnp.sum(amc_lib.monte_carlo_state(state).n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
-    losses = amc_lib.monte_carlo_state(state).loss
+    accepted = (jnp.sum(state_lib.monte_carlo_state(state).n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
+    losses = state_lib.monte_carlo_state(state).loss
     return ens_params, state, gd_params, gd_state, record(ens_params, losses, gd_params, d), accepted
 
   # After a step, each chain's state caches U of its params (batch mode), so

@@ -7,8 +7,9 @@ from typing import Any
 import jax
 import optax
 
-from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
+from amc_jax._src import state as state_lib
+from amc_jax._src import trees
 
 PyTree = Any
 
@@ -45,21 +46,7 @@ def init_ensemble(
     >>> state.sigma.shape
     (8,)
   """
-  leaves = jax.tree_util.tree_leaves(params)
-  if not leaves:
-    raise ValueError("params must contain at least one array; got an empty pytree.")
-  sizes = {jax.numpy.shape(x)[0] if jax.numpy.ndim(x) else None for x in leaves}
-  if None in sizes:
-    raise ValueError(
-        "init_ensemble needs a leading chain axis on every params leaf; found a"
-        " scalar leaf."
-    )
-  if len(sizes) != 1:
-    raise ValueError(
-        "every params leaf must have the same leading (chain) axis size; got"
-        f" sizes {sorted(sizes)}."
-    )
-  (n_chains,) = sizes
+  n_chains = trees.leading_size(params, "params", "(the chain axis of init_ensemble)")
   if n_chains < 1:
     raise ValueError("init_ensemble needs at least one chain; got 0.")
   key = base.as_key(key, "key")
@@ -67,14 +54,14 @@ def init_ensemble(
   found = []
 
   def replace_key(node):
-    if not isinstance(node, amc_lib.AMCState):
+    if not isinstance(node, state_lib.AMCState):
       return node
     index = len(found)
     found.append(index)
     sub = key if index == 0 else jax.random.fold_in(key, index)
     return node._replace(key=jax.random.split(sub, n_chains))
 
-  state = amc_lib.replace_monte_carlo_states(replace_key, state)
+  state = state_lib.replace_monte_carlo_states(replace_key, state)
   if not found:
     raise ValueError(
         "init_ensemble found no AMCState in the state of tx; it seeds the chains"

@@ -34,6 +34,8 @@ from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble as ensemble_lib
 from amc_jax._src import sequential as sequential_lib
+from amc_jax._src import state as state_lib
+from amc_jax._src import trees
 
 PyTree = Any
 
@@ -155,7 +157,7 @@ def select_chain(tree: PyTree, index: int) -> PyTree:
     >>> amc_jax.select_chain({"w": jnp.arange(6.0).reshape(3, 2)}, 1)
     {'w': Array([2., 3.], dtype=float32)}
   """
-  return jax.tree_util.tree_map(lambda x: x[index], tree)
+  return trees.take(tree, index)
 
 
 # ----------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def _step_passes(spec: _Spec, opt_state, batch: PyTree) -> jax.Array:
   """Data passes of one step: per-example loss evaluations / examples."""
   dtype = base.loss_dtype()
   if spec.mode == "sequential":
-    evaluated = amc_lib.monte_carlo_state(opt_state).sequential.evaluated
+    evaluated = state_lib.monte_carlo_state(opt_state).sequential.evaluated
     return evaluated.astype(dtype) / spec.pass_size
   if spec.mode == "full":  # all the data, or progressive batching's minibatch
     per_step = jax.tree_util.tree_leaves(batch)[0].shape[0]
@@ -251,7 +253,7 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
   dtype = base.loss_dtype()
   if spec.mode == "sequential":
     updates, opt_state = tx.update(None, opt_state, params, chunk_fn=_chunk_fn(spec, batch))
-    state = amc_lib.monte_carlo_state(opt_state)
+    state = state_lib.monte_carlo_state(opt_state)
     params = optax.apply_updates(params, updates)
     return (
         params, opt_state, state.loss.astype(dtype), state.info.accepted,
@@ -270,10 +272,10 @@ def _chain_step(spec: _Spec, params, opt_state, batch):
       # evaluation for any tx, minibatch=True included, and keeps the step's
       # first-evaluation loop out of the program: under vmap XLA:CPU runs that
       # loop's loss evaluation on every step (a second one per chain).
-      cached = amc_lib.monte_carlo_state(opt_state)
+      cached = state_lib.monte_carlo_state(opt_state)
       value = cached.loss if cached.scales is None else (cached.loss, cached.scales)
     updates, opt_state = tx.update(None, opt_state, params, value_fn=value_fn, value=value)
-    state = amc_lib.monte_carlo_state(opt_state)
+    state = state_lib.monte_carlo_state(opt_state)
     loss, accepted, sigma = state.loss, state.info.accepted, state.sigma
   else:
     loss, grads = jax.value_and_grad(value_fn)(params)
@@ -369,7 +371,7 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
   tx = spec.tx.obj
 
   def one_chain(params, opt_state):
-    with_scales = any(s.scales is not None for s in amc_lib.monte_carlo_states(opt_state))
+    with_scales = any(s.scales is not None for s in state_lib.monte_carlo_states(opt_state))
 
     def evaluate(p):
       return amc_lib.evaluate(_value_fn(spec, batch), p, with_scales, "loss_fn(params, batch)")
@@ -388,7 +390,7 @@ def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
         )
       return state
 
-    return amc_lib.replace_monte_carlo_states(rebase, opt_state, fresh)
+    return state_lib.replace_monte_carlo_states(rebase, opt_state, fresh)
 
   if spec.ensemble:
     one_chain = jax.vmap(one_chain)
@@ -407,7 +409,7 @@ def _init_state_impl(params, *, tx: _Ref, ensemble: bool):
   tx = tx.obj
   if not ensemble:
     return tx.init(params)
-  single = amc_lib.monte_carlo_states(tx.init(select_chain(params, 0)))
+  single = state_lib.monte_carlo_states(tx.init(select_chain(params, 0)))
   if not single:
     return jax.vmap(tx.init)(params)
   return ensemble_lib.init_ensemble(tx, params, single[0].key)
@@ -437,33 +439,8 @@ _first_rows = jax.jit(_first_rows_impl, static_argnames=("size",))
 # Validation.
 
 
-def _check_int(name: str, x: Any, minimum: int) -> int:
-  if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
-    raise TypeError(f"{name} must be an int, got {x!r}.")
-  if x < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {x!r}.")
-  return int(x)
-
-
 def _check_data(data: PyTree) -> tuple[PyTree, int]:
-  leaves = jax.tree_util.tree_leaves(data)
-  if not leaves:
-    raise ValueError("data must be a pytree holding at least one array; got none.")
-  sizes = set()
-  for path, leaf in jax.tree_util.tree_leaves_with_path(data):
-    if not hasattr(leaf, "shape"):
-      leaf = np.asarray(leaf)
-    if leaf.ndim == 0:
-      raise ValueError(
-          f"every data leaf needs a leading example axis; {jax.tree_util.keystr(path)}"
-          " is a scalar."
-      )
-    sizes.add(leaf.shape[0])
-  if len(sizes) != 1:
-    raise ValueError(
-        f"every data leaf must have the same leading (example) axis; got sizes {sorted(sizes)}."
-    )
-  (n,) = sizes
+  n = trees.leading_size(data, "data", "(of examples)")
   if n < 1:
     raise ValueError("data has no examples (leading axis of size 0).")
   return jax.device_put(data), n
@@ -490,8 +467,8 @@ def _check_progressive(p: Any, n: int) -> ProgressiveBatching:
     raise TypeError(f"progressive must be an amc_jax.ProgressiveBatching, got {p!r}.")
   if not callable(p.error_fn):
     raise TypeError(f"ProgressiveBatching.error_fn must be callable, got {p.error_fn!r}.")
-  _check_int("ProgressiveBatching.start", p.start, 1)
-  _check_int("ProgressiveBatching.factor", p.factor, 2)
+  trees.check_int("ProgressiveBatching.start", p.start, 1)
+  trees.check_int("ProgressiveBatching.factor", p.factor, 2)
   if p.start > n:
     raise ValueError(
         f"ProgressiveBatching.start={p.start} exceeds the {n} examples in data."
@@ -502,9 +479,10 @@ def _check_progressive(p: Any, n: int) -> ProgressiveBatching:
   return p
 
 
-def _leading_size(params: PyTree, n_chains: int) -> None:
-  leaves = jax.tree_util.tree_leaves(params)
-  if not leaves:
+def _check_chain_axis(params: PyTree, n_chains: int) -> None:
+  """Every params leaf has a leading chain axis of size ``n_chains`` (named
+  per leaf: unbatched params usually differ in their first sizes)."""
+  if not jax.tree_util.tree_leaves(params):
     raise ValueError("params must contain at least one array; got an empty pytree.")
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     shape = jnp.shape(leaf)
@@ -549,7 +527,7 @@ def _resolve_sequential(
     raise TypeError(
         f"sequential must be None, False or an amc_jax.SequentialTest, got {sequential!r}."
     )
-  built = [s.sequential for s in amc_lib.monte_carlo_states(opt_state) if s.sequential is not None]
+  built = [s.sequential for s in state_lib.monte_carlo_states(opt_state) if s.sequential is not None]
   if built and sequential is None and batch_size is None:
     # A transformation built with a test (or a state from a sequential fit)
     # keeps its test.
@@ -586,7 +564,7 @@ def _resolve_sequential(
       )
     test = sequential._replace(num_examples=n_examples)
   elif sequential is None and batch_size is not None and monte_carlo and not replicas:
-    if any(s.scales is not None for s in amc_lib.monte_carlo_states(opt_state)):
+    if any(s.scales is not None for s in state_lib.monte_carlo_states(opt_state)):
       warnings.warn(
           "the sequential acceptance test does not support signal norm: fit draws"
           " plain minibatches, on which Monte Carlo stalls at the minibatch noise"
@@ -654,7 +632,7 @@ def _attach_sequential(
   fresh = None if test is None else sequential_lib.init(test)
 
   def attach(state):
-    return amc_lib.replace_monte_carlo_states(lambda s: s._replace(sequential=fresh), state)
+    return state_lib.replace_monte_carlo_states(lambda s: s._replace(sequential=fresh), state)
 
   return jax.vmap(attach)(opt_state) if ensemble else attach(opt_state)
 
@@ -897,7 +875,7 @@ def fit(
     raise TypeError(f"tx must be an optax GradientTransformation, got {tx!r}.")
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
-  steps = _check_int("steps", steps, 1)
+  steps = trees.check_int("steps", steps, 1)
   started = time.perf_counter()
   if max_seconds is not None:
     base.check_positive("max_seconds", max_seconds)
@@ -910,7 +888,7 @@ def fit(
   if data is not None:
     data, n_examples = _check_data(data)
   if batch_size is not None:
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = trees.check_int("batch_size", batch_size, 1)
     if data is None:
       raise ValueError("batch_size draws minibatches from data; pass data= too.")
     if batch_size > n_examples:
@@ -930,7 +908,7 @@ def fit(
   if eval_every is not None:
     if eval_fn is None:
       raise ValueError("eval_every needs an eval_fn.")
-    eval_every = _check_int("eval_every", eval_every, 1)
+    eval_every = trees.check_int("eval_every", eval_every, 1)
   if eval_fn is not None and not callable(eval_fn):
     raise TypeError(f"eval_fn must be callable, got {type(eval_fn).__name__}.")
 
@@ -940,11 +918,11 @@ def fit(
         else _largest_divisor_at_most(eval_every, _DEFAULT_CHUNK)
     )
   else:
-    chunk = _check_int("chunk", chunk, 1)
+    chunk = trees.check_int("chunk", chunk, 1)
   chunk = min(chunk, steps)
   if log_every is None:
     log_every = math.gcd(chunk, steps)
-  log_every = _check_int("log_every", log_every, 1)
+  log_every = trees.check_int("log_every", log_every, 1)
   if chunk % log_every or steps % log_every:
     raise ValueError(
         f"log_every={log_every} must divide chunk={chunk} and steps={steps}"
@@ -961,12 +939,12 @@ def fit(
   # --- params and state ------------------------------------------------------
   ensemble = n_chains is not None
   if ensemble:
-    n_chains = _check_int("n_chains", n_chains, 1)
+    n_chains = trees.check_int("n_chains", n_chains, 1)
     if callable(params):
       params = jax.vmap(params)(jax.random.split(init_key, n_chains))
     else:
       params = _own(params)
-    _leading_size(params, n_chains)
+    _check_chain_axis(params, n_chains)
   elif callable(params):
     params = params(init_key)
   else:
@@ -975,11 +953,11 @@ def fit(
     opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
   else:
     opt_state = _own(opt_state)
-  monte_carlo = bool(amc_lib.monte_carlo_states(opt_state))
+  monte_carlo = bool(state_lib.monte_carlo_states(opt_state))
   # replica_exchange, population, ...: the transformation vmaps its replicas.
   replicas = (
       monte_carlo and not ensemble
-      and jnp.ndim(amc_lib.monte_carlo_state(opt_state).count) == 1
+      and jnp.ndim(state_lib.monte_carlo_state(opt_state).count) == 1
   )
 
   per_example = data is not None and _per_example(
@@ -1020,7 +998,7 @@ def fit(
     batch = _sequential_data(data, key, test, group, n_examples)
     size = test.chunk_size * max(group, 1)
     opt_state = _attach_sequential(opt_state, test, ensemble)
-  elif any(s.sequential is not None for s in amc_lib.monte_carlo_states(opt_state)):
+  elif any(s.sequential is not None for s in state_lib.monte_carlo_states(opt_state)):
     opt_state = _attach_sequential(opt_state, None, ensemble)  # sequential=False
   if test is None and monte_carlo and mode != "minibatch":
     opt_state = _rebase(params, opt_state, batch, spec=spec, reset=False)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from amc_jax._src import base
+from amc_jax._src import trees
 
 PyTree = Any
 
@@ -78,7 +79,7 @@ def gradient_norm_along(
     >>> amc_jax.gradient_norm_along(loss, jnp.array([[3.0, 4.0], [0.0, 0.5]]))
     Array([10.,  1.], dtype=float32)
   """
-  base.leading_size(trajectory, "the trajectory", "(of time)")
+  trees.leading_size(trajectory, "the trajectory", "(of time)")
   fn = jax.jit(lambda traj, *a: jax.lax.map(
       lambda p: gradient_norm(loss_fn, p, *a), traj, batch_size=batch_size))
   return fn(trajectory, *args)

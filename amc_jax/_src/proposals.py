@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from amc_jax._src import base
+from amc_jax._src.loss import check_scales  # noqa: F401  (proposals.check_scales)
 
 PyTree = Any
 
@@ -299,35 +300,6 @@ def _leafwise_normals(key: jax.Array, params: PyTree) -> PyTree:
   # an ulp). The flag is a runtime value that is never true in practice.
   out = base.materialised(out, (k1 == k2) & (k1 == 0))
   return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def check_scales(scales: PyTree, params: PyTree) -> None:
-  """Raises unless ``scales`` is a pytree like ``params`` of broadcastable leaves."""
-  s_def = jax.tree_util.tree_structure(scales)
-  p_def = jax.tree_util.tree_structure(params)
-  if s_def != p_def:
-    raise ValueError(
-        "scales must have the same pytree structure as params;"
-        f" got {s_def} for scales and {p_def} for params."
-    )
-  for (path, s), p in zip(
-      jax.tree_util.tree_leaves_with_path(scales), jax.tree_util.tree_leaves(params)
-  ):
-    s_shape, p_shape = jnp.shape(s), jnp.shape(p)
-    try:
-      out = jnp.broadcast_shapes(s_shape, p_shape)
-    except ValueError:
-      out = None
-    if out != tuple(p_shape):
-      raise ValueError(
-          f"scales leaf {_leaf_name(path)} has shape {s_shape}, which does not"
-          f" broadcast to the params leaf shape {p_shape}."
-      )
-    if not jnp.issubdtype(jnp.result_type(s), jnp.number):
-      raise TypeError(
-          f"scales leaf {_leaf_name(path)} must be numeric, got dtype"
-          f" {jnp.result_type(s)}."
-      )
 
 
 def gaussian_move(

@@ -30,6 +30,8 @@ import optax
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble
+from amc_jax._src import state as state_lib
+from amc_jax._src import trees
 
 PyTree = Any
 
@@ -44,7 +46,7 @@ def _check_tx(tx: Any) -> None:
 
 
 def _n_replicas(params: PyTree, what: str) -> int:
-  return base.leading_size(params, "params", f"(the {what} axis)")
+  return trees.leading_size(params, "params", f"(the {what} axis)")
 
 
 def _init_inner(tx, params: PyTree, key: jax.Array) -> PyTree:
@@ -79,7 +81,7 @@ def _step_all(tx, params, inner, value_fn, value, temperatures=None):
 
 def _losses(inner: PyTree) -> jax.Array:
   """The cached U of every replica's current params, NaN as +inf."""
-  loss = amc_lib.monte_carlo_state(inner).loss
+  loss = state_lib.monte_carlo_state(inner).loss
   return jnp.where(jnp.isnan(loss), jnp.inf, loss)
 
 
@@ -104,7 +106,7 @@ def _copy(
   signal-norm lambdas) of a copy is evaluated where its params land.
   """
   moved = _apply(params, updates)
-  target = jax.tree_util.tree_map(lambda x: x[source], moved)
+  target = trees.take(moved, source)
 
   def pick(new, old):
     mask = copied.reshape(copied.shape + (1,) * (jnp.ndim(new) - 1))
@@ -114,10 +116,10 @@ def _copy(
       lambda t, p, u: pick((t - p).astype(u.dtype), u), target, params, updates
   )
   landed = _apply(params, updates)
-  inner = jax.tree_util.tree_map(lambda x: x[source], inner)
+  inner = trees.take(inner, source)
   fresh = jax.random.split(key, copied.shape[0])
 
-  def recache(state: amc_lib.AMCState) -> amc_lib.AMCState:
+  def recache(state: state_lib.AMCState) -> state_lib.AMCState:
     with_scales = state.scales is not None
     loss, scales = jax.vmap(
         lambda p: amc_lib.evaluate(value_fn, p, with_scales, "value_fn(params)")
@@ -130,7 +132,7 @@ def _copy(
       state = state._replace(scales=jax.tree_util.tree_map(pick, scales, state.scales))
     return state
 
-  return updates, amc_lib.replace_monte_carlo_states(recache, inner)
+  return updates, state_lib.replace_monte_carlo_states(recache, inner)
 
 
 # ---------------------------------------------------------------------------
@@ -367,7 +369,7 @@ def coldest_replica(params: PyTree, state: ReplicaExchangeState) -> PyTree:
   if not found:
     raise ValueError("coldest_replica needs the state of amc_jax.replica_exchange.")
   index = jnp.argmin(found[0].temperature_index)
-  return jax.tree_util.tree_map(lambda x: x[index], params)
+  return trees.take(params, index)
 
 
 # ---------------------------------------------------------------------------

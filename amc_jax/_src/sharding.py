@@ -51,6 +51,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from amc_jax._src import base
+from amc_jax._src import trees
 
 PyTree = Any
 
@@ -176,8 +177,8 @@ def shard_ensemble(
     P('chains',)
   """
   n_devices = _axis_size(mesh, axis_name, auto=True)
-  n_chains = base.leading_size(params, "params", "to shard")
-  n_state = base.leading_size(state, "state", "to shard")
+  n_chains = trees.leading_size(params, "params", "to shard")
+  n_state = trees.leading_size(state, "state", "to shard")
   if n_state != n_chains:
     raise ValueError(
         f"params have {n_chains} chains but the state has {n_state}; build the"
@@ -226,7 +227,7 @@ def shard_replicas(
     True
   """
   n_devices = _axis_size(mesh, axis_name, auto=True)
-  n = base.leading_size(params, "params", "to shard")
+  n = trees.leading_size(params, "params", "to shard")
   _check_divisible(n, n_devices, "replicas", axis_name)
   split = NamedSharding(mesh, P(axis_name))
   whole = NamedSharding(mesh, P())
@@ -336,7 +337,7 @@ def ensemble_map(
         if axis is not None:
           chain_leaves.extend(jax.tree_util.tree_leaves(sub))
     if chain_leaves:
-      n_chains = base.leading_size(chain_leaves, "the chain-mapped arguments", "to shard")
+      n_chains = trees.leading_size(chain_leaves, "the chain-mapped arguments", "to shard")
       _check_divisible(n_chains, n_devices, "chains", axis_name)
     to_spec = lambda axis: P() if axis is None else P(axis_name)  # noqa: E731
     in_specs = jax.tree_util.tree_map(to_spec, axes, is_leaf=is_none)
@@ -440,7 +441,7 @@ def shard_batch(
     raise TypeError(f"process_local must be a bool, got {process_local!r}.")
   n_devices = _axis_size(mesh, axis_name, auto=False)
   sharding = NamedSharding(mesh, P(axis_name))
-  size = base.leading_size(data, "data", "to shard")
+  size = trees.leading_size(data, "data", "to shard")
   if not process_local:
     _check_divisible(size, n_devices, "examples", axis_name)
     return jax.tree_util.tree_map(lambda x: _place(x, sharding), data)
