@@ -36,6 +36,7 @@ Prints the tables and writes JSON (with the machine described) to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import sys
@@ -298,6 +299,33 @@ def bench_mlp_ensembles(chains, n_steps, n_examples, repeats):
   } | {"problem": problem.description}
 
 
+@contextlib.contextmanager
+def _accept_as(how, amc_lib):
+  """Within it, the step's accept/reject ``lax.cond`` (``amc_lib.lax.cond``)
+  is ``lax.cond`` (``how="cond"``) or a select of both outcomes
+  (``how="select"``): the two arrangements timed side by side."""
+  if how == "cond":
+    yield
+    return
+
+  class _SelectLax:
+    def __getattr__(self, name):
+      return getattr(jax.lax, name)
+
+    @staticmethod
+    def cond(pred, true_fn, false_fn, *operands):
+      return jax.tree_util.tree_map(
+          lambda a, r: jnp.where(pred, a, r), true_fn(*operands), false_fn(*operands)
+      )
+
+  original = amc_lib.lax
+  amc_lib.lax = _SelectLax()
+  try:
+    yield
+  finally:
+    amc_lib.lax = original
+
+
 def bench_accept_with(problems, chains, repeats):
   """us per step of M chains with accept/reject as lax.cond vs select.
 
@@ -313,13 +341,10 @@ def bench_accept_with(problems, chains, repeats):
     fns, steps_of = {}, {}
     for m in chains:
       for how in ("cond", "select"):
-        tx = amc_lib._transformation(  # pylint: disable=protected-access
-            proposal=amc_jax.proposals.gaussian(EPSILON), sigma0=SIGMA0, n_reset=N_RESET,
-            sigma_decay=0.95, temperature=0.0, minibatch=False, signal_norm=False, seed=0,
-            accept_with=how,
-        )
+        tx = amc_jax.amc(SIGMA0, epsilon=EPSILON, n_reset=N_RESET, seed=0)
         n = max(5, steps // m)
-        fns[(m, how)] = vmapped_scan(tx, value, params, m, n)
+        with _accept_as(how, amc_lib):  # traced (and compiled) inside
+          fns[(m, how)] = vmapped_scan(tx, value, params, m, n)
         steps_of[(m, how)] = n
     seconds = time_interleaved(fns, repeats)
     out[name] = {

@@ -340,18 +340,16 @@ def next_state(
     decision: acceptance.Decision,
     rejected: tuple[jax.Array, jax.Array, jax.Array],
     key: jax.Array,
-    accept_with: str = "cond",
 ) -> tuple[PyTree, AMCState]:
   """Assembles the updates and the state after the step: x -> x' or x -> x.
 
   The accepted and the rejected outcome are the two branches of a
-  ``jax.lax.cond`` (under ``vmap`` JAX turns it into a select). With
-  ``accept_with="select"`` both are computed and selected with ``where``
-  (for the side-by-side timing in ``benchmarks/bench_step.py``). Measured
-  there (2 CPU cores, interleaved medians, cond / select): one chain 0.94
-  (sine net) and 1.08 (MLP on 60k images); 10 and 100 vmapped chains
-  0.98-1.26, where both are selects and the spread is noise. The cond is
-  kept: it is not measurably slower.
+  ``jax.lax.cond`` (under ``vmap`` JAX turns it into a select).
+  ``benchmarks/bench_step.py`` times it against a select of both outcomes
+  (2 CPU cores, interleaved medians, cond / select): one chain 0.94 (sine
+  net) and 1.08 (MLP on 60k images); 10 and 100 vmapped chains 0.98-1.26,
+  where both are selects and the spread is noise. The cond is not
+  measurably slower.
   """
   accepted = decision.accepted
   sigma_rejected, n_reject_rejected, reset = rejected
@@ -374,14 +372,7 @@ def next_state(
         current_scales,
     )
 
-  if accept_with == "cond":
-    outcome = lax.cond(accepted, on_accept, on_reject, None)
-  elif accept_with == "select":
-    outcome = jax.tree_util.tree_map(
-        lambda a, r: jnp.where(accepted, a, r), on_accept(None), on_reject(None)
-    )
-  else:
-    raise ValueError(f"accept_with must be 'cond' or 'select', got {accept_with!r}.")
+  outcome = lax.cond(accepted, on_accept, on_reject, None)
   updates, sigma, n_reject, loss, scales = outcome
   # The move's state (mu, Eq. 10) outside the cond: one elementwise select
   # that XLA writes into the donated state's buffer, where a cond output
@@ -420,7 +411,6 @@ def step(
     signal_norm: bool,
     try_move: Callable[..., tuple[Trial, acceptance.Decision]] = one_try,
     cold: bool = False,
-    accept_with: str = "cond",
 ) -> tuple[PyTree, AMCState]:
   """One step of Section III: propose, evaluate, accept/reject, adapt.
 
@@ -448,7 +438,7 @@ def step(
   # 3-4. Adapt sigma, the reject counter and the move's state (mu, Eq. 10).
   rejected = adapt(state, decision.accepted, n_reset, sigma_decay)
   return next_state(
-      state, proposal, trial, current, lambdas, decision, rejected, key, accept_with
+      state, proposal, trial, current, lambdas, decision, rejected, key
   )
 
 
@@ -508,7 +498,6 @@ def _transformation(
     num_proposals: int = 1,
     proposal_batch_size: Optional[int] = None,
     try_move: Optional[Callable[..., tuple[Trial, acceptance.Decision]]] = None,
-    accept_with: str = "cond",
     sequential: Optional[sequential_lib.SequentialTest] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The optax transformation around :func:`step`: ``init`` and ``update``.
@@ -595,7 +584,6 @@ def _transformation(
         signal_norm=signal_norm,
         try_move=try_move,
         cold=cold,
-        accept_with=accept_with,
     )
 
   def _sequential_update(state, params, chunk_fn, value, scales, t, cold):
