@@ -384,3 +384,25 @@ def test_population_checks():
   with pytest.raises(TypeError, match="value_fn"):
     tx = amc_jax.population(amc_jax.amc(0.1), every=5, fraction=0.5)
     tx.update(None, tx.init(jnp.zeros((2, 2))), jnp.zeros((2, 2)))
+
+
+def test_replica_states_carry_the_marker_that_fit_reads():
+  """The three replica methods' states are marked as coupled; an ensemble's
+  state is not, though its AMCState count has a chain axis as theirs do (the
+  rank of count, which fit read before, cannot tell them apart)."""
+  from amc_jax._src import replicas as replicas_lib
+
+  params = jnp.zeros((4, 2))
+  inner = amc_jax.metropolis(0.1)
+  coupled = [
+      amc_jax.replica_exchange(inner, (0.1, 0.2, 0.4, 0.8)).init(params),
+      amc_jax.population(inner, every=5).init(params),
+      amc_jax.population_annealing(inner, (1.0, 0.5), steps_per_temperature=5).init(params),
+  ]
+  ensemble = amc_jax.init_ensemble(inner, params, jax.random.key(0))
+  for state in coupled:
+    assert replicas_lib.is_coupled_state(state)
+    assert replicas_lib.is_coupled_state((state, optax.EmptyState()))  # wrapped too
+    assert jnp.ndim(amc_jax.monte_carlo_state(state).count) == 1
+  assert not replicas_lib.is_coupled_state(ensemble)
+  assert jnp.ndim(amc_jax.monte_carlo_state(ensemble).count) == 1  # the old signal

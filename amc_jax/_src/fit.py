@@ -33,6 +33,7 @@ from jax import lax
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble as ensemble_lib
+from amc_jax._src import replicas as replicas_lib
 from amc_jax._src import sequential as sequential_lib
 from amc_jax._src import state as state_lib
 from amc_jax._src import trees
@@ -954,11 +955,9 @@ def fit(
   else:
     opt_state = _own(opt_state)
   monte_carlo = bool(state_lib.monte_carlo_states(opt_state))
-  # replica_exchange, population, ...: the transformation vmaps its replicas.
-  replicas = (
-      monte_carlo and not ensemble
-      and jnp.ndim(state_lib.monte_carlo_state(opt_state).count) == 1
-  )
+  # replica_exchange, population, ...: the transformation vmaps its replicas
+  # (their states carry the marker replicas_lib.is_coupled_state reads).
+  replicas = monte_carlo and not ensemble and replicas_lib.is_coupled_state(opt_state)
 
   per_example = data is not None and _per_example(
       loss_fn, params, data, batch_size or n_examples, ensemble or replicas

@@ -135,6 +135,53 @@ def _copy(
   return updates, state_lib.replace_monte_carlo_states(recache, inner)
 
 
+def _coupled(
+    tx: Any,
+    seed: base.PRNGKeyLike,
+    what: str,
+    *,
+    init_extra: Callable[[int, jax.Array, PyTree], Any],
+    couple: Callable[..., tuple[PyTree, Any]],
+    temperatures: Optional[Callable[[Any, int], jax.Array]] = None,
+) -> optax.GradientTransformationExtraArgs:
+  """The scaffold of a method that couples replicas of ``tx``.
+
+  ``init`` gives every replica (the params' leading ``what`` axis, M) its own
+  state of ``tx`` (:func:`~amc_jax.init_ensemble` from ``seed``) and hands
+  ``(M, key, inner)`` to ``init_extra``, which builds the method's state.
+  ``update`` steps every replica with ``tx`` (at ``temperatures(state, M)``,
+  if given) and hands ``(state, params, updates, inner, value_fn)`` to
+  ``couple``, which swaps, clones or resamples and returns ``(updates, new
+  state)``. The methods below are configurations of it, the way
+  :func:`~amc_jax.metropolis` configures :func:`~amc_jax.amc`.
+  """
+  _check_tx(tx)
+  if base.is_concrete(seed):
+    base.as_key(seed)
+
+  def init_fn(params):
+    m = _n_replicas(params, what)
+    return init_extra(m, base.as_key(seed), _init_inner(tx, params, base.as_key(seed)))
+
+  def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
+    del updates, extra
+    _check_value_fn(value_fn)
+    m = trees.leading_size(params, "params", f"(the {what} axis)")
+    temps = None if temperatures is None else temperatures(state, m)
+    updates, inner = _step_all(tx, params, state.inner, value_fn, value, temps)
+    return couple(state, params, updates, inner, value_fn)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def is_coupled_state(opt_state: PyTree) -> bool:
+  """Whether an optimizer state holds the state of a replica method
+  (:func:`replica_exchange`, :func:`population`, :func:`population_annealing`):
+  their state classes carry the marker ``coupled_replicas = True``."""
+  marked = lambda x: getattr(type(x), "coupled_replicas", False) is True
+  return any(marked(x) for x in jax.tree_util.tree_leaves(opt_state, is_leaf=marked))
+
+
 # ---------------------------------------------------------------------------
 # Replica exchange.
 
@@ -162,6 +209,8 @@ class ReplicaExchangeState(NamedTuple):
     >>> state.temperature_index.tolist(), state.swap_acceptance.shape
     ([0, 1, 2], (2,))
   """
+
+  coupled_replicas = True  # the marker fit reads (is_coupled_state)
 
   inner: PyTree
   temperature_index: jax.Array
@@ -297,22 +346,19 @@ def replica_exchange(
     Lett. 57, 2607 (1986); Hukushima, Nemoto, Exchange Monte Carlo method and
     application to spin glass simulations, J. Phys. Soc. Jpn. 65, 1604 (1996).
   """
-  _check_tx(tx)
   ladder = _check_temperatures(temperatures, "temperatures", positive=False, increasing=True)
   base.check_count("swap_every", swap_every)
   n = ladder.size
-  if base.is_concrete(seed):
-    base.as_key(seed)
+  t = lambda: jnp.asarray(ladder, base.loss_dtype())
 
-  def init_fn(params):
-    if _n_replicas(params, "replica") != n:
+  def init_extra(m, key, inner):
+    if m != n:
       raise ValueError(
           f"replica_exchange has {n} temperatures but the params' leading"
-          f" (replica) axis has size {_n_replicas(params, 'replica')}."
+          f" (replica) axis has size {m}."
       )
-    key = base.as_key(seed)
     return ReplicaExchangeState(
-        inner=_init_inner(tx, params, key),
+        inner=inner,
         temperature_index=jnp.arange(n, dtype=jnp.int32),
         key=jax.random.fold_in(key, n),
         count=jnp.zeros([], jnp.int32),
@@ -320,19 +366,16 @@ def replica_exchange(
         swap_accepts=jnp.zeros([n - 1], jnp.int32),
     )
 
-  def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
-    del updates, extra
-    _check_value_fn(value_fn)
-    t = jnp.asarray(ladder, base.loss_dtype())
-    updates, inner = _step_all(tx, params, state.inner, value_fn, value, t[state.temperature_index])
+  def couple(state, params, updates, inner, value_fn):
+    del params, value_fn
     count = state.count + 1
     key, sub = jax.random.split(state.key)
     swap_round = count // swap_every
     index, attempted, accepted = swap_pass(
-        sub, _losses(inner), state.temperature_index, t, (swap_round - 1) % 2
+        sub, _losses(inner), state.temperature_index, t(), (swap_round - 1) % 2
     )
     do = (count % swap_every) == 0
-    new_state = ReplicaExchangeState(
+    return updates, ReplicaExchangeState(
         inner=inner,
         temperature_index=jnp.where(do, index, state.temperature_index),
         key=key,
@@ -340,9 +383,9 @@ def replica_exchange(
         swap_attempts=state.swap_attempts + (do & attempted).astype(jnp.int32),
         swap_accepts=state.swap_accepts + (do & accepted).astype(jnp.int32),
     )
-    return updates, new_state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _coupled(tx, seed, "replica", init_extra=init_extra, couple=couple,
+                  temperatures=lambda state, m: t()[state.temperature_index])
 
 
 def coldest_replica(params: PyTree, state: ReplicaExchangeState) -> PyTree:
@@ -394,6 +437,8 @@ class PopulationState(NamedTuple):
     >>> int(state.n_cloned), state.source.tolist()
     (0, [0, 1, 2, 3])
   """
+
+  coupled_replicas = True  # the marker fit reads (is_coupled_state)
 
   inner: PyTree
   key: jax.Array
@@ -456,33 +501,25 @@ def population(
     >>> int(state.n_cloned)
     10
   """
-  _check_tx(tx)
   base.check_count("every", every)
   if not (isinstance(fraction, (int, float)) and 0 < fraction <= 0.5):
     raise ValueError(f"fraction must lie in (0, 0.5], got {fraction!r}.")
-  if base.is_concrete(seed):
-    base.as_key(seed)
 
-  def init_fn(params):
-    m = _n_replicas(params, "chain")
+  def init_extra(m, key, inner):
     if math.floor(fraction * m) < 1:
       raise ValueError(
           f"population: fraction={fraction} of {m} chains clones no chain;"
           " use more chains or a larger fraction."
       )
-    key = base.as_key(seed)
     return PopulationState(
-        inner=_init_inner(tx, params, key),
+        inner=inner,
         key=jax.random.fold_in(key, m),
         count=jnp.zeros([], jnp.int32),
         n_cloned=jnp.zeros([], jnp.int32),
         source=jnp.arange(m, dtype=jnp.int32),
     )
 
-  def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
-    del updates, extra
-    _check_value_fn(value_fn)
-    updates, inner = _step_all(tx, params, state.inner, value_fn, value)
+  def couple(state, params, updates, inner, value_fn):
     m = state.source.shape[0]
     n = math.floor(fraction * m)
     count = state.count + 1
@@ -505,7 +542,7 @@ def population(
     cloned = jnp.where(count % every == 0, jnp.int32(n), jnp.int32(0))
     return updates, PopulationState(inner, key, count, state.n_cloned + cloned, source)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _coupled(tx, seed, "chain", init_extra=init_extra, couple=couple)
 
 
 class PopulationAnnealingState(NamedTuple):
@@ -530,6 +567,8 @@ class PopulationAnnealingState(NamedTuple):
     >>> int(state.stage), float(state.temperature), float(state.log_z)
     (0, 2.0, 0.0)
   """
+
+  coupled_replicas = True  # the marker fit reads (is_coupled_state)
 
   inner: PyTree
   key: jax.Array
@@ -627,19 +666,15 @@ def population_annealing(
     weighted averages: a Monte Carlo method for rough free-energy landscapes,
     Phys. Rev. E 82, 026704 (2010).
   """
-  _check_tx(tx)
   ladder = _check_temperatures(temperatures, "temperatures", positive=True, increasing=False)
   base.check_count("steps_per_temperature", steps_per_temperature)
-  if base.is_concrete(seed):
-    base.as_key(seed)
   n_stages = ladder.size
+  t = lambda: jnp.asarray(ladder, base.loss_dtype())
 
-  def init_fn(params):
-    m = _n_replicas(params, "replica")
-    key = base.as_key(seed)
+  def init_extra(m, key, inner):
     dtype = base.loss_dtype()
     return PopulationAnnealingState(
-        inner=_init_inner(tx, params, key),
+        inner=inner,
         key=jax.random.fold_in(key, m),
         count=jnp.zeros([], jnp.int32),
         stage=jnp.zeros([], jnp.int32),
@@ -648,13 +683,8 @@ def population_annealing(
         source=jnp.arange(m, dtype=jnp.int32),
     )
 
-  def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
-    del updates, extra
-    _check_value_fn(value_fn)
-    m = jax.tree_util.tree_leaves(params)[0].shape[0]
-    t = jnp.asarray(ladder, base.loss_dtype())
-    temps = jnp.broadcast_to(state.temperature, (m,))
-    updates, inner = _step_all(tx, params, state.inner, value_fn, value, temps)
+  def couple(state, params, updates, inner, value_fn):
+    m = state.source.shape[0]
     count = state.count + 1
     key, resample_key, clone_key = jax.random.split(state.key, 3)
     change = ((count % steps_per_temperature) == 0) & (state.stage < n_stages - 1)
@@ -662,7 +692,7 @@ def population_annealing(
 
     def anneal(args):
       updates, inner = args
-      log_w, log_mean_w = annealing_weights(_losses(inner), t[state.stage], t[next_stage])
+      log_w, log_mean_w = annealing_weights(_losses(inner), t()[state.stage], t()[next_stage])
       source = systematic_resample(resample_key, log_w)
       # A slot that received another replica is a copy, with a new key; a
       # replica that kept its slot keeps its key and its params untouched.
@@ -682,8 +712,9 @@ def population_annealing(
         count=count,
         stage=stage,
         log_z=state.log_z + d_log_z,
-        temperature=t[stage],
+        temperature=t()[stage],
         source=source,
     )
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _coupled(tx, seed, "replica", init_extra=init_extra, couple=couple,
+                  temperatures=lambda state, m: jnp.broadcast_to(state.temperature, (m,)))
