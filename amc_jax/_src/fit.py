@@ -871,20 +871,46 @@ def fit(
     >>> bool(sgd.history["loss"][-1] < 1e-2), bool(jnp.isnan(sgd.history["sigma"]).all())
     (True, True)
   """
-  # --- arguments -------------------------------------------------------------
+  started = time.perf_counter()
+  steps, data, n_examples, batch_size, progressive, eval_every = _check_arguments(
+      tx, loss_fn, steps, data, batch_size, progressive, eval_fn, eval_every, progress,
+      max_seconds,
+  )
+  key = base.as_key(key, "key")
+  schedule = _schedule(steps, chunk, log_every, eval_fn, eval_every)
+  params, opt_state, ensemble = _prepare(tx, params, opt_state, n_chains,
+                                         jax.random.fold_in(key, 1))
+  spec, opt_state, feed = _configure(
+      tx, loss_fn, params, opt_state, data, n_examples, key, batch_size=batch_size,
+      progressive=progressive, sequential=sequential, ensemble=ensemble,
+  )
+  run = _Run(params=params, opt_state=opt_state, feed=feed, data_key=jax.random.fold_in(key, 0),
+             first=_steps_taken(opt_state))
+  rows, evals = _loop(run, spec, schedule, data, n_examples, progressive, eval_fn, progress,
+                      max_seconds, started)
+  history = _history(rows, evals, schedule.log_every, eval_fn is not None)
+  return FitResult(params=run.params, opt_state=run.opt_state, history=history,
+                   best_chain=_best_chain(history, spec.ensemble or spec.replicas),
+                   steps_taken=run.done)
+
+
+# ----------------------------------------------------------------------------
+# The parts of fit.
+
+
+def _check_arguments(tx, loss_fn, steps, data, batch_size, progressive, eval_fn, eval_every,
+                     progress, max_seconds):
+  """Validates fit's arguments; returns the normalised ``(steps, data (on the
+  device), n_examples, batch_size, progressive, eval_every)``."""
   if not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(f"tx must be an optax GradientTransformation, got {tx!r}.")
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
   steps = trees.check_int("steps", steps, 1)
-  started = time.perf_counter()
   if max_seconds is not None:
     base.check_positive("max_seconds", max_seconds)
-  key = base.as_key(key, "key")
-  data_key, init_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   if not isinstance(progress, bool) and not callable(progress):
     raise TypeError(f"progress must be a bool or a callable, got {progress!r}.")
-
   n_examples = 0
   if data is not None:
     data, n_examples = _check_data(data)
@@ -912,7 +938,19 @@ def fit(
     eval_every = trees.check_int("eval_every", eval_every, 1)
   if eval_fn is not None and not callable(eval_fn):
     raise TypeError(f"eval_fn must be callable, got {type(eval_fn).__name__}.")
+  return steps, data, n_examples, batch_size, progressive, eval_every
 
+
+class _Schedule(NamedTuple):
+  """How fit cuts ``steps``: compiled chunks, log rows, evaluations."""
+
+  chunk: int
+  log_every: int
+  eval_every: Optional[int]
+  lengths: list[int]  # the steps of each chunk
+
+
+def _schedule(steps, chunk, log_every, eval_fn, eval_every) -> _Schedule:
   if chunk is None:
     chunk = (
         _DEFAULT_CHUNK if eval_every is None
@@ -936,8 +974,13 @@ def fit(
           f"eval_every={eval_every} must be a multiple of chunk={chunk}: evaluations"
           " run between compiled chunks. Set chunk to a divisor of eval_every."
       )
+  lengths = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
+  return _Schedule(chunk, log_every, eval_every, lengths)
 
-  # --- params and state ------------------------------------------------------
+
+def _prepare(tx, params, opt_state, n_chains, init_key):
+  """The params (drawn by an init function, or copies of the caller's, which
+  fit donates) and the optimizer state; ``(params, opt_state, ensemble)``."""
   ensemble = n_chains is not None
   if ensemble:
     n_chains = trees.check_int("n_chains", n_chains, 1)
@@ -954,11 +997,28 @@ def fit(
     opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
   else:
     opt_state = _own(opt_state)
+  return params, opt_state, ensemble
+
+
+class _Feed(NamedTuple):
+  """The data that full-batch and sequential chunks see (all of it, the
+  progressive minibatch, or the sequential test's layout), its size, and
+  progressive batching's row order."""
+
+  batch: PyTree
+  size: int
+  order: Optional[jax.Array]
+
+
+def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_size,
+               progressive, sequential, ensemble):
+  """What the chunks run: the :class:`_Spec` (Monte Carlo or gradients, the
+  data mode, the sequential test), the state with its caches set for it,
+  and the :class:`_Feed`."""
   monte_carlo = bool(state_lib.monte_carlo_states(opt_state))
   # replica_exchange, population, ...: the transformation vmaps its replicas
   # (their states carry the marker replicas_lib.is_coupled_state reads).
   replicas = monte_carlo and not ensemble and replicas_lib.is_coupled_state(opt_state)
-
   per_example = data is not None and _per_example(
       loss_fn, params, data, batch_size or n_examples, ensemble or replicas
   )
@@ -969,41 +1029,50 @@ def fit(
   )
   if test is not None and progressive is not None:
     raise ValueError("progressive batching and the sequential test exclude each other.")
-  if data is None:
-    mode = "none"
-  else:
-    mode = "sequential" if test else ("minibatch" if batch_size else "full")
+  mode = "none" if data is None else (
+      "sequential" if test else ("minibatch" if batch_size else "full"))
   spec = _Spec(
-      tx=_Ref(tx),
-      loss_fn=_Ref(loss_fn),
-      mode=mode,
+      tx=_Ref(tx), loss_fn=_Ref(loss_fn), mode=mode,
       batch_size=test.chunk_size if test else (batch_size or 0),
-      monte_carlo=monte_carlo,
-      extra_args=isinstance(tx, optax.GradientTransformationExtraArgs),
-      ensemble=ensemble,
-      replicas=replicas,
-      per_example=per_example,
-      group=group,
+      monte_carlo=monte_carlo, extra_args=isinstance(tx, optax.GradientTransformationExtraArgs),
+      ensemble=ensemble, replicas=replicas, per_example=per_example, group=group,
       pass_size=test.num_examples if test else max(n_examples, 1),
   )
-
-  # The batch that full-batch chunks see: all of data, or the progressive one.
-  batch, size = data, (batch_size or n_examples)
+  feed = _Feed(data, batch_size or n_examples, None)
   if progressive is not None:
     order = jax.random.permutation(jax.random.fold_in(key, 2), n_examples)
-    size = progressive.start
-    batch = _first_rows(data, order, size=size)
+    feed = _Feed(_first_rows(data, order, size=progressive.start), progressive.start, order)
   if test is not None:
-    batch = _sequential_data(data, key, test, group, n_examples)
-    size = test.chunk_size * max(group, 1)
+    feed = _Feed(_sequential_data(data, key, test, group, n_examples),
+                 test.chunk_size * max(group, 1), None)
     opt_state = _attach_sequential(opt_state, test, ensemble)
   elif any(s.sequential is not None for s in state_lib.monte_carlo_states(opt_state)):
     opt_state = _attach_sequential(opt_state, None, ensemble)  # sequential=False
   if test is None and monte_carlo and mode != "minibatch":
-    opt_state = _rebase(params, opt_state, batch, spec=spec, reset=False)
+    opt_state = _rebase(params, opt_state, feed.batch, spec=spec, reset=False)
+  return spec, opt_state, feed
 
-  # --- the loop --------------------------------------------------------------
-  lengths = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
+
+@dataclasses.dataclass
+class _Run:
+  """What the loop carries from chunk to chunk."""
+
+  params: PyTree
+  opt_state: PyTree
+  feed: _Feed
+  data_key: jax.Array
+  first: int  # the state's steps before this call: the data stream continues there
+  done: int = 0
+
+
+def _loop(run, spec, schedule, data, n_examples, progressive, eval_fn, progress, max_seconds,
+          started):
+  """Runs the chunks; returns the host rows of each and the evaluations.
+
+  Pipelined: a chunk's rows are read (a device sync) after the next chunk
+  is dispatched. With ``max_seconds`` no chunk starts once it is spent.
+  """
+  steps = sum(schedule.lengths)
   bar = _Progress(progress, steps)
   rows: list[dict[str, Any]] = []
   evals: list[tuple[int, Any]] = []
@@ -1014,45 +1083,54 @@ def fit(
     chunk_rows = jax.device_get(chunk_rows)
     chunk_rows["batch_size"] = np.full(chunk_rows["loss"].shape[:1], chunk_size, np.int64)
     rows.append(chunk_rows)
-    bar.update(done, n, _summary(chunk_rows, monte_carlo, chunk_size))
+    bar.update(done, n, _summary(chunk_rows, spec.monte_carlo, chunk_size))
 
-  first = _steps_taken(opt_state)  # a continued run continues the data stream
   try:
-    done = 0
-    for i, length in enumerate(lengths):
+    for i, length in enumerate(schedule.lengths):
       if max_seconds is not None and i > 0 and time.perf_counter() - started >= max_seconds:
-        bar.note(f"stopped after {done} of {steps} steps: max_seconds={max_seconds:g} spent")
+        bar.note(f"stopped after {run.done} of {steps} steps: max_seconds={max_seconds:g} spent")
         break
+      start = run.first + run.done
       # A NumPy array travels with the call: no extra dispatch to build it.
-      ts = np.arange(first + done, first + done + length, dtype=np.int32).reshape(-1, log_every)
-      params, opt_state, chunk_rows = _run_chunk(
-          params, opt_state, data if mode == "minibatch" else batch, data_key, ts, spec=spec
+      ts = np.arange(start, start + length, dtype=np.int32).reshape(-1, schedule.log_every)
+      run.params, run.opt_state, chunk_rows = _run_chunk(
+          run.params, run.opt_state, data if spec.mode == "minibatch" else run.feed.batch,
+          run.data_key, ts, spec=spec,
       )
-      done += length
-      if eval_fn is not None and done % eval_every == 0:
-        evals.append((done, eval_fn(params)))
-      item = (chunk_rows, done, length, size if data is not None else 0)
-      if progressive is not None and i + 1 < len(lengths) and size < n_examples:
-        error = np.asarray(
-            _errors(
-                params, batch, error_fn=_Ref(progressive.error_fn), ensemble=ensemble or replicas
-            )
-        )
-        # An ensemble shares one minibatch: it grows once its best chain is good.
-        if float(np.min(error)) < float(progressive.threshold):
-          size = min(size * progressive.factor, n_examples)
-          batch = _first_rows(data, order, size=size)
-          if monte_carlo:
-            opt_state = _rebase(
-                params, opt_state, batch, spec=spec, reset=bool(progressive.reset)
-            )
+      run.done += length
+      if eval_fn is not None and run.done % schedule.eval_every == 0:
+        evals.append((run.done, eval_fn(run.params)))
+      item = (chunk_rows, run.done, length, run.feed.size if data is not None else 0)
+      if progressive is not None and i + 1 < len(schedule.lengths):
+        _grow(run, spec, data, n_examples, progressive)
       if pending is not None:
         finish(pending)
       pending = item
     finish(pending)
   finally:
     bar.close()
+  return rows, evals
 
+
+def _grow(run, spec, data, n_examples, progressive) -> None:
+  """Progressive batching between chunks: the minibatch grows by ``factor``
+  once its error (the best chain's, for an ensemble) is below ``threshold``."""
+  if run.feed.size >= n_examples:
+    return
+  error = np.asarray(
+      _errors(run.params, run.feed.batch, error_fn=_Ref(progressive.error_fn),
+              ensemble=spec.ensemble or spec.replicas)
+  )
+  if float(np.min(error)) < float(progressive.threshold):
+    size = min(run.feed.size * progressive.factor, n_examples)
+    run.feed = run.feed._replace(batch=_first_rows(data, run.feed.order, size=size), size=size)
+    if spec.monte_carlo:
+      run.opt_state = _rebase(
+          run.params, run.opt_state, run.feed.batch, spec=spec, reset=bool(progressive.reset)
+      )
+
+
+def _history(rows, evals, log_every, with_eval) -> dict[str, Any]:
   history = {
       name: np.concatenate([r[name] for r in rows])
       for name in ("loss", "acceptance", "sigma", "batch_size")
@@ -1061,15 +1139,18 @@ def fit(
   history["data_passes"] = np.cumsum(
       np.concatenate([r["passes"] for r in rows]).astype(np.float64), axis=0
   )
-  if eval_fn is not None:
+  if with_eval:
     history["eval_step"] = np.asarray([s for s, _ in evals], np.int64)
     results = jax.device_get([r for _, r in evals])
     history["eval"] = (
         jax.tree_util.tree_map(lambda *xs: np.stack(xs), *results) if results else None
     )
-  best = None
-  if ensemble or replicas:
-    last = history["loss"][-1]
-    best = int(np.nanargmin(last)) if np.any(~np.isnan(last)) else 0
-  return FitResult(params=params, opt_state=opt_state, history=history, best_chain=best,
-                   steps_taken=done)
+  return history
+
+
+def _best_chain(history, many) -> Optional[int]:
+  """The chain (or replica) of lowest final logged loss; None for one chain."""
+  if not many:
+    return None
+  last = history["loss"][-1]
+  return int(np.nanargmin(last)) if np.any(~np.isnan(last)) else 0
