@@ -485,6 +485,85 @@ def sequential_step(
   )
 
 
+def init_state(
+    params: PyTree,
+    *,
+    proposal: proposals.Proposal,
+    sigma0: base.Scalar,
+    signal_norm: bool,
+    seed: base.PRNGKeyLike,
+    sequential: Optional[sequential_lib.SequentialTest] = None,
+) -> AMCState:
+  """The :class:`AMCState` before the first step (``tx.init``)."""
+  proposals.check_params(params)
+  dtype = base.loss_dtype()
+  return AMCState(
+      key=base.as_key(seed),
+      mu=proposal.init(params),
+      sigma=jnp.asarray(sigma0).astype(dtype),
+      n_reject=jnp.zeros([], jnp.int32),
+      loss=jnp.full([], jnp.inf, dtype),
+      count=jnp.zeros([], jnp.int32),
+      n_accept=jnp.zeros([], jnp.int32),
+      info=AMCInfo(
+          accepted=jnp.zeros([], bool),
+          proposed_loss=jnp.full([], jnp.inf, dtype),
+          acceptance_probability=jnp.zeros([], dtype),
+          reset=jnp.zeros([], bool),
+      ),
+      scales=jax.tree_util.tree_map(jnp.ones_like, params) if signal_norm else None,
+      sequential=None if sequential is None else sequential_lib.init(sequential),
+  )
+
+
+def _temperature_of_step(schedule, temperature, count):
+  """(T of this step, whether it is the constant 0): the transformation's
+  ``schedule`` at ``count``, or the ``temperature=`` argument of the step."""
+  if temperature is None:
+    return acceptance.temperature_at(schedule, count), base.is_static_zero(schedule)
+  return acceptance.temperature_override(temperature), False
+
+
+def _check_value_fn(value_fn: Any, chunk_fn: Any) -> None:
+  if chunk_fn is not None:
+    raise ValueError(
+        "chunk_fn= is the per-example loss of a sequential test, but this"
+        " state has none: build the transformation with"
+        " sequential=amc_jax.SequentialTest(...), or pass value_fn=."
+    )
+  if value_fn is None:
+    raise TypeError(
+        "amc_jax transformations need the loss: pass value_fn=, a function"
+        " params -> scalar loss, as a keyword argument of tx.update."
+    )
+  if not callable(value_fn):
+    raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
+
+
+def _check_sequential_args(chunk_fn: Any, value: Any, signal_norm: bool,
+                           num_proposals: int) -> None:
+  if chunk_fn is None:
+    raise TypeError(
+        "this state runs a sequential test: pass chunk_fn=, a function"
+        " (params, c) -> the per-example losses of data chunk c, as a keyword"
+        " argument of tx.update."
+    )
+  if not callable(chunk_fn):
+    raise TypeError(f"chunk_fn must be callable, got {type(chunk_fn).__name__}.")
+  if value is not None:
+    raise ValueError(
+        "value= has no meaning with a sequential test: the test reads the"
+        " current params' per-example losses itself."
+    )
+  if signal_norm or num_proposals != 1:
+    raise ValueError(
+        "the sequential test works with one proposal and without signal norm;"
+        f" this transformation has signal_norm={signal_norm},"
+        f" num_proposals={num_proposals} (with fit, pass sequential=False for"
+        " plain minibatches)."
+    )
+
+
 def _transformation(
     *,
     proposal: proposals.Proposal,
@@ -509,27 +588,11 @@ def _transformation(
   if try_move is None:
     try_move = (one_try if num_proposals == 1
                 else multiple_try(num_proposals, proposal_batch_size))
+  schedule = temperature
 
   def init_fn(params: PyTree) -> AMCState:
-    proposals.check_params(params)
-    dtype = base.loss_dtype()
-    return AMCState(
-        key=base.as_key(seed),
-        mu=proposal.init(params),
-        sigma=jnp.asarray(sigma0).astype(dtype),
-        n_reject=jnp.zeros([], jnp.int32),
-        loss=jnp.full([], jnp.inf, dtype),
-        count=jnp.zeros([], jnp.int32),
-        n_accept=jnp.zeros([], jnp.int32),
-        info=AMCInfo(
-            accepted=jnp.zeros([], bool),
-            proposed_loss=jnp.full([], jnp.inf, dtype),
-            acceptance_probability=jnp.zeros([], dtype),
-            reset=jnp.zeros([], bool),
-        ),
-        scales=jax.tree_util.tree_map(jnp.ones_like, params) if signal_norm else None,
-        sequential=None if sequential is None else sequential_lib.init(sequential),
-    )
+    return init_state(params, proposal=proposal, sigma0=sigma0, signal_norm=signal_norm,
+                      seed=seed, sequential=sequential)
 
   def update_fn(
       updates: Any,
@@ -549,77 +612,16 @@ def _transformation(
           "amc_jax transformations need the current params: call"
           " tx.update(updates, state, params, value_fn=...)."
       )
-    if temperature is None:
-      t = acceptance.temperature_at(schedule, state.count)
-      cold = base.is_static_zero(schedule)
-    else:
-      t = acceptance.temperature_override(temperature)
-      cold = False
+    t, cold = _temperature_of_step(schedule, temperature, state.count)
+    shared = dict(proposal=proposal, scales=scales, n_reset=n_reset, sigma_decay=sigma_decay,
+                  temperature=t, cold=cold)
     if state.sequential is not None:
-      return _sequential_update(state, params, chunk_fn, value, scales, t, cold)
-    if chunk_fn is not None:
-      raise ValueError(
-          "chunk_fn= is the per-example loss of a sequential test, but this"
-          " state has none: build the transformation with"
-          " sequential=amc_jax.SequentialTest(...), or pass value_fn=."
-      )
-    if value_fn is None:
-      raise TypeError(
-          "amc_jax transformations need the loss: pass value_fn=, a function"
-          " params -> scalar loss, as a keyword argument of tx.update."
-      )
-    if not callable(value_fn):
-      raise TypeError(f"value_fn must be callable, got {type(value_fn).__name__}.")
-    return step(
-        state,
-        params,
-        proposal=proposal,
-        value_fn=value_fn,
-        value=value,
-        scales=scales,
-        n_reset=n_reset,
-        sigma_decay=sigma_decay,
-        temperature=t,
-        minibatch=minibatch,
-        signal_norm=signal_norm,
-        try_move=try_move,
-        cold=cold,
-    )
+      _check_sequential_args(chunk_fn, value, signal_norm, num_proposals)
+      return sequential_step(state, params, chunk_fn=chunk_fn, **shared)
+    _check_value_fn(value_fn, chunk_fn)
+    return step(state, params, value_fn=value_fn, value=value, minibatch=minibatch,
+                signal_norm=signal_norm, try_move=try_move, **shared)
 
-  def _sequential_update(state, params, chunk_fn, value, scales, t, cold):
-    if chunk_fn is None:
-      raise TypeError(
-          "this state runs a sequential test: pass chunk_fn=, a function"
-          " (params, c) -> the per-example losses of data chunk c, as a keyword"
-          " argument of tx.update."
-      )
-    if not callable(chunk_fn):
-      raise TypeError(f"chunk_fn must be callable, got {type(chunk_fn).__name__}.")
-    if value is not None:
-      raise ValueError(
-          "value= has no meaning with a sequential test: the test reads the"
-          " current params' per-example losses itself."
-      )
-    if signal_norm or num_proposals != 1:
-      raise ValueError(
-          "the sequential test works with one proposal and without signal norm;"
-          f" this transformation has signal_norm={signal_norm},"
-          f" num_proposals={num_proposals} (with fit, pass sequential=False for"
-          " plain minibatches)."
-      )
-    return sequential_step(
-        state,
-        params,
-        proposal=proposal,
-        chunk_fn=chunk_fn,
-        scales=scales,
-        n_reset=n_reset,
-        sigma_decay=sigma_decay,
-        temperature=t,
-        cold=cold,
-    )
-
-  schedule = temperature
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
