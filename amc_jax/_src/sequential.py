@@ -283,6 +283,38 @@ def _evaluate_chunk(chunk_fn: Callable, params: PyTree, c: jax.Array, size: int,
   return losses.astype(dtype)
 
 
+def _threshold(key, temperature, log_ratio, dtype, cold):
+  """The Metropolis threshold mu_0 of the mean difference: 0 at T = 0, else
+  ``T (log q_r - log u)`` with ``u = jax.random.uniform(key, ())``."""
+  if cold:
+    return jnp.zeros([], dtype)
+  u = jax.random.uniform(key, (), dtype)
+  hot = temperature > 0
+  log_q = jnp.asarray(log_ratio).astype(dtype)
+  return jnp.where(hot, temperature.astype(dtype) * (log_q - jnp.log(u)), 0.0)
+
+
+def _t_statistic(s1, s2, nf, n_float, threshold):
+  """(mean - threshold) / its standard error, from the sums of the n = ``nf``
+  differences read, with the finite-population correction for N = ``n_float``."""
+  mean = s1 / nf
+  var = jnp.maximum(s2 - s1 * mean, 0.0) / jnp.maximum(nf - 1.0, 1.0)
+  fpc = jnp.maximum(1.0 - (nf - 1.0) / jnp.maximum(n_float - 1.0, 1.0), 0.0)
+  return (mean - threshold) / jnp.sqrt(var / nf * fpc)
+
+
+def _acceptance_probability(accepted, bad, mean, temperature, log_ratio, dtype, cold):
+  """What :class:`~amc_jax.AMCInfo` reports: the decision at T = 0, else
+  min(1, exp(-mean / T) q_r) from the differences read (0 for a bad move)."""
+  if cold:
+    return accepted.astype(dtype)
+  hot = temperature > 0
+  log_p = jnp.where(hot, -mean / jnp.where(hot, temperature.astype(dtype), 1.0), -jnp.inf)
+  log_p = jnp.where(hot, log_p + jnp.asarray(log_ratio).astype(dtype), log_p)
+  return jnp.where(bad, 0.0, jnp.where(hot, jnp.exp(jnp.minimum(log_p, 0.0)),
+                                      accepted.astype(dtype)))
+
+
 def decide(
     key: jax.Array,
     state: SequentialState,
@@ -309,14 +341,7 @@ def decide(
   rows = _rows(state)
   n_total = state.num_examples
   order = jax.random.permutation(jax.random.fold_in(key, 1), chunks)
-  if cold:
-    threshold = jnp.zeros([], dtype)
-    u = None
-  else:
-    u = jax.random.uniform(key, (), dtype)
-    hot = temperature > 0
-    log_q = jnp.asarray(log_ratio).astype(dtype)
-    threshold = jnp.where(hot, temperature.astype(dtype) * (log_q - jnp.log(u)), 0.0)
+  threshold = _threshold(key, temperature, log_ratio, dtype, cold)
   n_float = n_total.astype(dtype)
   # The looks that may stop before the whole data set share the error budget.
   early_looks = jnp.sum(state.looks[:-1].astype(jnp.int32))
@@ -356,11 +381,7 @@ def decide(
     i = i + 1
 
     # One look: is the mean of the differences clearly on one side?
-    nf = n.astype(dtype)
-    mean = s1 / nf
-    var = jnp.maximum(s2 - s1 * mean, 0.0) / jnp.maximum(nf - 1.0, 1.0)
-    fpc = jnp.maximum(1.0 - (nf - 1.0) / jnp.maximum(n_float - 1.0, 1.0), 0.0)
-    stat = (mean - threshold) / jnp.sqrt(var / nf * fpc)
+    stat = _t_statistic(s1, s2, n.astype(dtype), n_float, threshold)
     t = critical_value(state.confidence, early_looks, n)
     enough = (n >= MIN_EXAMPLES) & state.looks[i - 1]
     below, above = enough & (stat < -t), enough & (stat > t)
@@ -384,13 +405,8 @@ def decide(
   read = rows & seen[:, None]
   current_loss = _masked_mean(cache, read)
   trial_loss = jnp.where(bad | ~finite_move, jnp.nan, _masked_mean(trial, read))
-  if cold:
-    prob = accepted.astype(dtype)
-  else:
-    mean = s1 / n.astype(dtype)
-    log_p = jnp.where(hot, -mean / jnp.where(hot, temperature.astype(dtype), 1.0), -jnp.inf)
-    log_p = jnp.where(hot, log_p + jnp.asarray(log_ratio).astype(dtype), log_p)
-    prob = jnp.where(bad, 0.0, jnp.where(hot, jnp.exp(jnp.minimum(log_p, 0.0)), accepted.astype(dtype)))
+  prob = _acceptance_probability(accepted, bad, s1 / n.astype(dtype), temperature, log_ratio,
+                                 dtype, cold)
   after = SequentialState(
       losses=jnp.where(accepted, trial, cache),
       known=jnp.where(accepted, seen, known),
