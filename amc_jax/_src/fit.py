@@ -530,27 +530,7 @@ def _resolve_sequential(
     )
   built = [s.sequential for s in state_lib.monte_carlo_states(opt_state) if s.sequential is not None]
   if built and sequential is None and batch_size is None:
-    # A transformation built with a test (or a state from a sequential fit)
-    # keeps its test.
-    if not per_example:
-      raise ValueError(
-          "this state runs a sequential test: fit needs a loss_fn(params, batch)"
-          " that returns per-example losses (shape [batch rows])."
-      )
-    cache = built[0]
-    test = sequential_lib.SequentialTest(
-        num_examples=int(np.ravel(cache.num_examples)[0]),
-        chunk_size=int(cache.losses.shape[-1]),
-        confidence=float(np.ravel(cache.confidence)[0]),
-        growth=round(float(np.ravel(cache.growth)[0]), 6),
-    )
-    if test.num_examples != n_examples:
-      raise ValueError(
-          f"the state's SequentialTest has num_examples={test.num_examples}, but"
-          f" data has {n_examples} examples; pass sequential=SequentialTest(...)"
-          " to start a new test."
-      )
-    return test, 0
+    return _test_of_state(built[0], per_example, n_examples), 0
   if isinstance(sequential, sequential_lib.SequentialTest):
     if not (monte_carlo and has_data) or replicas or batch_size is not None:
       raise ValueError(
@@ -565,25 +545,9 @@ def _resolve_sequential(
       )
     test = sequential._replace(num_examples=n_examples)
   elif sequential is None and batch_size is not None and monte_carlo and not replicas:
-    if any(s.scales is not None for s in state_lib.monte_carlo_states(opt_state)):
-      warnings.warn(
-          "the sequential acceptance test does not support signal norm: fit draws"
-          " plain minibatches, on which Monte Carlo stalls at the minibatch noise"
-          " floor (and with epsilon > 0 can drift upward). Train on full batches"
-          " or progressive batching, or pass sequential=False to silence this.",
-          UserWarning, stacklevel=3,
-      )
+    test = _default_test(opt_state, batch_size, n_examples)
+    if test is None:
       return None, 0
-    if batch_size < sequential_lib.MIN_EXAMPLES:
-      warnings.warn(
-          f"batch_size={batch_size} is too small for the sequential acceptance test"
-          f" (chunks of >= {sequential_lib.MIN_EXAMPLES} examples): fit draws plain"
-          " minibatches, on which Monte Carlo stalls at the minibatch noise floor."
-          " Use batch_size >= 10, or pass sequential=False to silence this.",
-          UserWarning, stacklevel=3,
-      )
-      return None, 0
-    test = sequential_lib.SequentialTest(num_examples=n_examples, chunk_size=batch_size)
   else:
     return None, 0
   sequential_lib.check_test(test, need_examples=True)
@@ -596,6 +560,53 @@ def _resolve_sequential(
   if n_examples // group < units:
     raise ValueError(f"data has too few examples ({n_examples}) for chunks of {test.chunk_size}.")
   return test._replace(num_examples=n_examples // group, chunk_size=units), group
+
+
+def _test_of_state(cache, per_example: bool, n_examples: int) -> sequential_lib.SequentialTest:
+  """The test of a state that runs one (a transformation built with a test,
+  or a state from a sequential fit): it keeps its test."""
+  if not per_example:
+    raise ValueError(
+        "this state runs a sequential test: fit needs a loss_fn(params, batch)"
+        " that returns per-example losses (shape [batch rows])."
+    )
+  test = sequential_lib.SequentialTest(
+      num_examples=int(np.ravel(cache.num_examples)[0]),
+      chunk_size=int(cache.losses.shape[-1]),
+      confidence=float(np.ravel(cache.confidence)[0]),
+      growth=round(float(np.ravel(cache.growth)[0]), 6),
+  )
+  if test.num_examples != n_examples:
+    raise ValueError(
+        f"the state's SequentialTest has num_examples={test.num_examples}, but"
+        f" data has {n_examples} examples; pass sequential=SequentialTest(...)"
+        " to start a new test."
+    )
+  return test
+
+
+def _default_test(opt_state, batch_size: int, n_examples: int):
+  """fit's default for Monte Carlo on minibatches of B: the test with chunks
+  of B, or None (plain minibatches, with a warning saying why)."""
+  if any(s.scales is not None for s in state_lib.monte_carlo_states(opt_state)):
+    warnings.warn(
+        "the sequential acceptance test does not support signal norm: fit draws"
+        " plain minibatches, on which Monte Carlo stalls at the minibatch noise"
+        " floor (and with epsilon > 0 can drift upward). Train on full batches"
+        " or progressive batching, or pass sequential=False to silence this.",
+        UserWarning, stacklevel=5,
+    )
+    return None
+  if batch_size < sequential_lib.MIN_EXAMPLES:
+    warnings.warn(
+        f"batch_size={batch_size} is too small for the sequential acceptance test"
+        f" (chunks of >= {sequential_lib.MIN_EXAMPLES} examples): fit draws plain"
+        " minibatches, on which Monte Carlo stalls at the minibatch noise floor."
+        " Use batch_size >= 10, or pass sequential=False to silence this.",
+        UserWarning, stacklevel=5,
+    )
+    return None
+  return sequential_lib.SequentialTest(num_examples=n_examples, chunk_size=batch_size)
 
 
 def _sequential_data(data: PyTree, key: jax.Array, test: sequential_lib.SequentialTest,
