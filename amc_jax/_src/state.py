@@ -9,12 +9,9 @@ the library: it imports no other amc_jax module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-
-if TYPE_CHECKING:
-  from amc_jax._src.sequential import SequentialState
 
 PyTree = Any
 
@@ -95,7 +92,7 @@ class AMCState(NamedTuple):
   n_accept: jax.Array
   info: AMCInfo
   scales: Optional[PyTree] = None
-  sequential: Optional["SequentialState"] = None
+  sequential: Optional[Any] = None  # a sequential.SequentialState
 
   @property
   def proposal_state(self) -> PyTree:
