@@ -644,6 +644,35 @@ def _grid_problem(levels: np.ndarray) -> Optional[str]:
   return None
 
 
+def _check_levels(levels: Any) -> np.ndarray:
+  """The sorted float64 grid of :func:`discrete`, or an error naming the problem."""
+  if isinstance(levels, (str, bytes)) or not hasattr(levels, "__len__"):
+    raise TypeError(f"levels must be a sequence of numbers, got {levels!r}.")
+  grid = np.asarray(levels, dtype=np.float64)
+  if grid.ndim != 1 or grid.size < 2:
+    raise ValueError(f"levels must be a flat sequence of at least two numbers, got {levels!r}.")
+  if not np.all(np.isfinite(grid)):
+    raise ValueError(f"levels must be finite, got {levels!r}.")
+  if np.unique(grid).size != grid.size:
+    raise ValueError(f"levels must be distinct, got {levels!r}.")
+  return np.sort(grid)
+
+
+def _check_on_grid(params: PyTree, grid: np.ndarray, grid_in: Callable) -> None:
+  """Raises if a concrete params leaf has entries off the grid (in its dtype)."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    cast = grid_in(jnp.result_type(leaf))
+    if base.is_concrete(leaf):
+      values = np.asarray(leaf)
+      off = ~np.isin(values, cast)
+      if np.any(off):
+        raise ValueError(
+            f"params leaf {_leaf_name(path)} has {int(off.sum())} entries off"
+            f" the grid {tuple(grid.tolist())} of proposals.discrete (e.g."
+            f" {values[off].ravel()[0]!r}); initialise them on it."
+        )
+
+
 def discrete(
     levels: Sequence[float], fraction: base.Scalar, *, step: str = "any"
 ) -> Proposal:
@@ -690,16 +719,7 @@ def discrete(
     >>> sorted(set((w + eps).tolist())) in ([-1.0, 1.0], [1.0], [-1.0])
     True
   """
-  if isinstance(levels, (str, bytes)) or not hasattr(levels, "__len__"):
-    raise TypeError(f"levels must be a sequence of numbers, got {levels!r}.")
-  grid = np.asarray(levels, dtype=np.float64)
-  if grid.ndim != 1 or grid.size < 2:
-    raise ValueError(f"levels must be a flat sequence of at least two numbers, got {levels!r}.")
-  if not np.all(np.isfinite(grid)):
-    raise ValueError(f"levels must be finite, got {levels!r}.")
-  if np.unique(grid).size != grid.size:
-    raise ValueError(f"levels must be distinct, got {levels!r}.")
-  grid = np.sort(grid)
+  grid = _check_levels(levels)
   if step not in ("any", "neighbour"):
     raise ValueError(f"step must be 'any' or 'neighbour', got {step!r}.")
   _check_fraction(fraction)
@@ -727,17 +747,7 @@ def discrete(
     return cast
 
   def init(params):
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-      cast = grid_in(jnp.result_type(leaf))
-      if base.is_concrete(leaf):
-        values = np.asarray(leaf)
-        off = ~np.isin(values, cast)
-        if np.any(off):
-          raise ValueError(
-              f"params leaf {_leaf_name(path)} has {int(off.sum())} entries off"
-              f" the grid {tuple(grid.tolist())} of proposals.discrete (e.g."
-              f" {values[off].ravel()[0]!r}); initialise them on it."
-          )
+    _check_on_grid(params, grid, grid_in)
     return ()
 
   def propose(key, state, params, sigma, scales):
