@@ -30,8 +30,9 @@ def test_minibatch_study_quick_writes_every_method_and_resumes(tmp_path):
   run("benchmarks.studies.minibatch", "--quick", "--models", "mlp", "--out-dir", str(tmp_path))
   record = json.loads((tmp_path / "minibatch_quick.json").read_text())
   methods = {r["method"] for r in record["runs"]}
-  assert {"full batch, eps=0", "sequential 0.95, eps=0", "fixed 25, eps=0.01", "adam"} <= methods
-  assert len(methods) == 13
+  assert {"full batch, eps=0", "sequential 0.8, eps=0", "sequential 0.95 every chunk, eps=0",
+          "fixed 25, eps=0.01", "adam"} <= methods
+  assert len(methods) == 17
   for r in record["runs"]:
     c = r["curve"]
     assert c["passes"][0] == 0 and c["passes"][-1] >= 4.0 * (1 - 1e-6)
