@@ -1,6 +1,8 @@
 """Structural facts of the compiled step: what XLA fuses, what it keeps."""
 
+import os
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,9 @@ import optax
 import pytest
 
 import amc_jax
+
+sys.path.insert(0, os.path.dirname(__file__))
+import compiled_memory  # noqa: E402
 
 N_DATA, HIDDEN = 1000, 30  # shapes that no params leaf has
 THETA = jnp.arange(N_DATA, dtype=jnp.float32) / N_DATA
@@ -98,22 +103,6 @@ def test_fit_donates_params_and_state_to_its_chunks():
   assert float(jnp.sum(PARAMS["w"])) == float(jnp.sum(PARAMS["w"]))  # still readable
 
 
-def _step_memory_over_forward(tx, params, loss):
-  """(compiled step memory - compiled loss memory) / P: tx.update +
-  optax.apply_updates with params and state donated, as fit runs it."""
-  def step(p, s):
-    u, s = tx.update(None, s, p, value_fn=loss)
-    return optax.apply_updates(p, u), s
-
-  def total(fn, *args, donate=()):
-    m = jax.jit(fn, donate_argnums=donate).lower(*args).compile().memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-            - m.alias_size_in_bytes)
-
-  p_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
-  return (total(step, params, tx.init(params), donate=(0, 1)) - total(loss, params)) / p_bytes
-
-
 def _mid_size_mlp(width=1024):
   sizes = [(784, width), (width, width), (width, width), (width, 10)]
   params = {f"l{i}": {"w": jnp.zeros(s, jnp.float32), "b": jnp.zeros(s[1], jnp.float32)}
@@ -142,7 +131,7 @@ def test_a_step_holds_the_forward_pass_and_two_copies_of_the_params(monkeypatch)
   params, loss = _mid_size_mlp()
   for tx in (amc_jax.metropolis(1e-3), amc_jax.amc(1e-3),
              amc_jax.metropolis(1e-3, temperature=1e-3)):
-    assert _step_memory_over_forward(tx, params, loss) <= 2.05
-  assert _step_memory_over_forward(amc_jax.amc(1e-3, epsilon=0.1), params, loss) <= 3.05
+    assert compiled_memory.step_over_forward(tx, params, loss) <= 2.05
+  assert compiled_memory.step_over_forward(amc_jax.amc(1e-3, epsilon=0.1), params, loss) <= 3.05
   monkeypatch.setattr(proposals_lib, "_BLOCK", 1 << 40)
-  assert _step_memory_over_forward(amc_jax.amc(1e-3), params, loss) > 2.5
+  assert compiled_memory.step_over_forward(amc_jax.amc(1e-3), params, loss) > 2.5

@@ -16,6 +16,8 @@
 """
 
 import math
+import os
+import sys
 
 import chex
 import jax
@@ -27,6 +29,9 @@ import pytest
 import amc_jax
 from amc_jax._src import acceptance
 from amc_jax._src import amc as amc_lib
+
+sys.path.insert(0, os.path.dirname(__file__))
+import compiled_memory  # noqa: E402
 
 N_SIGMA = 5.0
 
@@ -349,22 +354,6 @@ def test_multiple_try_one_trial_at_a_time_samples_the_double_well():
   assert all(abs(v) < N_SIGMA for v in z.values()), z
 
 
-def _over_forward(tx, params, loss):
-  """(compiled step memory - compiled loss memory) / P, params and state donated."""
-  def step(p, s):
-    u, s = tx.update(None, s, p, value_fn=loss)
-    return optax.apply_updates(p, u), s
-
-  def total(fn, *args, donate=()):
-    m = jax.jit(fn, donate_argnums=donate).lower(*args).compile().memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-            - m.alias_size_in_bytes)
-
-  p_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
-  fwd = total(loss, params)
-  return (total(step, params, tx.init(params), donate=(0, 1)) - fwd) / p_bytes
-
-
 def test_proposal_batch_size_one_bounds_the_step_memory_whatever_k():
   """A params-dominated MLP (1M params, batch 8), compiled: K = 16 trials one
   at a time hold about what K = 4 do one at a time (fwd + ~3.7 P, measured
@@ -381,9 +370,10 @@ def test_proposal_batch_size_one_bounds_the_step_memory_whatever_k():
       h = jnp.tanh(h) if i + 1 < len(sizes) else h
     return jnp.mean(h**2)
 
-  one = _over_forward(amc_jax.amc(1e-3, num_proposals=4, proposal_batch_size=1), params, loss)
-  many = _over_forward(amc_jax.amc(1e-3, num_proposals=16, proposal_batch_size=1), params, loss)
-  vmapped = _over_forward(amc_jax.amc(1e-3, num_proposals=16), params, loss)
+  over = lambda tx: compiled_memory.step_over_forward(tx, params, loss)
+  one = over(amc_jax.amc(1e-3, num_proposals=4, proposal_batch_size=1))
+  many = over(amc_jax.amc(1e-3, num_proposals=16, proposal_batch_size=1))
+  vmapped = over(amc_jax.amc(1e-3, num_proposals=16))
   assert many <= 4.5 and abs(many - one) < 0.5, (one, many)
   assert vmapped > 16, vmapped
 
