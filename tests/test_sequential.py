@@ -362,6 +362,9 @@ def test_the_looks_follow_the_growth_schedule_and_survive_a_resumed_fit():
   assert amc_jax.SequentialTest(1000, 100, growth=1).look_after == tuple(range(1, 11))
   assert amc_jax.SequentialTest(1000, 100, growth=1.5).look_after == (1, 2, 3, 4, 6, 8, 10)
   assert amc_jax.SequentialTest(1024, 128).look_after == (1, 2, 4, 8)
+  # A growth just above 1 looks after every chunk, without iterating over the
+  # ~1e13 powers below 40 (the schedule jumps to the next power that counts).
+  assert sequential_lib.look_after(40, 1.0 + 1e-12) == tuple(range(1, 41))
   state = sequential_lib.init(amc_jax.SequentialTest(1000, 100))
   np.testing.assert_array_equal(np.flatnonzero(np.asarray(state.looks)) + 1, [1, 2, 4, 8, 10])
   for bad in (0.5, float("inf"), True):

@@ -26,9 +26,6 @@ from amc_jax._src import sequential as sequential_lib
 from amc_jax._src import trees
 from amc_jax._src.state import AMCInfo
 from amc_jax._src.state import AMCState
-from amc_jax._src.state import monte_carlo_state  # noqa: F401  (amc_lib.monte_carlo_state)
-from amc_jax._src.state import monte_carlo_states
-from amc_jax._src.state import replace_monte_carlo_states  # noqa: F401
 
 PyTree = Any
 
@@ -420,7 +417,7 @@ def step(
   :func:`multiple_try`; ``cold`` says that T is the constant 0.
   """
   if scales is not None:
-    proposals.check_scales(scales, params)
+    loss_lib.check_scales(scales, params)
   key, proposal_key, accept_key = jax.random.split(state.key, 3)
 
   # 1. The current loss U(x) (and, with signal norm, the lambdas of Eq. 18).
@@ -466,7 +463,7 @@ def sequential_step(
   ``fold_in(acceptance key, 1)``.
   """
   if scales is not None:
-    proposals.check_scales(scales, params)
+    loss_lib.check_scales(scales, params)
   key, proposal_key, accept_key = jax.random.split(state.key, 3)
   # 2. A trial move x' = x + eps, decided on as much data as it takes.
   move, log_ratio, finite, trial_params = propose(proposal_key, proposal, state, params, scales)

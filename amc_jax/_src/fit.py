@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import numbers
 import sys
 import time
 import warnings

@@ -17,12 +17,10 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Optional, Seque
 import jax
 import jax.extend
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
 import optax
 
 from amc_jax._src import base
-from amc_jax._src.loss import check_scales  # noqa: F401  (proposals.check_scales)
 
 PyTree = Any
 

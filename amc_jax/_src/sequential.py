@@ -145,15 +145,21 @@ class SequentialTest(NamedTuple):
 
 def look_after(num_chunks: int, growth: float) -> tuple[int, ...]:
   """``ceil(growth**k)`` for k = 0, 1, ... below ``num_chunks``, then ``num_chunks``."""
+  if growth <= 1:
+    return tuple(range(1, num_chunks + 1))
+  growth = float(growth)
   looks, k = [], 0
   while True:
     # Rounded before the ceiling, so that growth**k = 8.000000001 is 8.
-    m = int(math.ceil(round(float(growth) ** k, 9))) if growth > 1 else k + 1
+    m = int(math.ceil(round(growth**k, 9)))
     if m >= num_chunks:
       break
     if not looks or m > looks[-1]:
       looks.append(m)
-    k += 1
+    # The next power that can pass m: k jumps there (one short of it, against
+    # rounding in the logarithms), so a growth just above 1 takes a few
+    # iterations per look, not (log m / log growth) of them.
+    k = max(k + 1, int(math.floor(math.log(m) / math.log(growth))))
   return tuple(looks) + (num_chunks,)
 
 

@@ -50,7 +50,6 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from amc_jax._src import base
 from amc_jax._src import trees
 
 PyTree = Any
