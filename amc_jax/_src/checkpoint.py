@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -67,34 +67,53 @@ def _where(names: tuple[str, ...]) -> str:
   return "/".join(names) or "<root>"
 
 
-def _encode_leaf(x: Any, names: tuple[str, ...]) -> Any:
+def _checked(x: Any, names: tuple[str, ...], numbers: tuple[type, ...]) -> Any:
+  """``x``, if it is a concrete array (a typed PRNG key included) or a number."""
   if isinstance(x, jax.core.Tracer):
     raise TypeError(
         f"save_checkpoint needs concrete values, but the leaf {_where(names)} is"
         " a tracer: save outside jax.jit / jax.lax.scan / jax.vmap."
     )
+  if not isinstance(x, numbers + (np.generic, jax.Array, np.ndarray)):
+    raise TypeError(
+        f"save_checkpoint stores arrays and numbers; the leaf {_where(names)} is a"
+        f" {type(x).__name__}. Keep it out of the saved pytree (e.g. as a static"
+        " field)."
+    )
+  return x
+
+
+def _encode_leaf(x: Any, names: tuple[str, ...]) -> Any:
+  """A leaf of an earlier amc_jax's msgpack file (a key as impl + data)."""
+  x = _checked(x, names, (bool, int, float, complex))
   if _is_prng_key(x):
     return {
         _KEY_IMPL: str(jax.random.key_impl(x)),
         _KEY_DATA: np.asarray(jax.device_get(jax.random.key_data(x))),
     }
-  if isinstance(x, (bool, int, float, complex, np.generic)):
-    return x
   if isinstance(x, (jax.Array, np.ndarray)):
     return np.asarray(jax.device_get(x))
-  raise TypeError(
-      f"save_checkpoint stores arrays and numbers; the leaf {_where(names)} is a"
-      f" {type(x).__name__}. Keep it out of the saved pytree (e.g. as a static"
-      " field)."
-  )
+  return x
 
 
-def _to_nested(tree: PyTree) -> Any:
+def _orbax_leaf(x: Any, names: tuple[str, ...]) -> Any:
+  """A leaf as Orbax saves it: arrays (typed PRNG keys included) and numbers."""
+  x = _checked(x, names, (bool, int, float))
+  return np.asarray(x) if isinstance(x, np.generic) else x
+
+
+def _nest(tree: PyTree, encode: Callable[[Any, tuple[str, ...]], Any],
+          root: Optional[str] = None) -> Any:
+  """The nested dict of ``tree``'s leaves (``encode``-d) under their key-path
+  names; a tree that is a single leaf is that leaf (``root=None``) or
+  ``{root: leaf}``."""
   nested: dict = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     names = _names(path)
     if not names:  # the tree is a single array or key
-      return _encode_leaf(leaf, names)
+      if root is None:
+        return encode(leaf, names)
+      names = (root,)
     node = nested
     for i, name in enumerate(names[:-1]):
       node = node.setdefault(name, {})
@@ -102,45 +121,18 @@ def _to_nested(tree: PyTree) -> Any:
         raise ValueError(f"two leaves of the pytree map to {_where(names[: i + 1])}.")
     if names[-1] in node:
       raise ValueError(f"two leaves of the pytree map to {_where(names)}.")
-    node[names[-1]] = _encode_leaf(leaf, names)
+    node[names[-1]] = encode(leaf, names)
   return nested
-
-
-def _check_leaf(x: Any, names: tuple[str, ...]) -> Any:
-  """A leaf as Orbax saves it: arrays (typed PRNG keys included) and numbers."""
-  if isinstance(x, jax.core.Tracer):
-    raise TypeError(
-        f"save_checkpoint needs concrete values, but the leaf {_where(names)} is"
-        " a tracer: save outside jax.jit / jax.lax.scan / jax.vmap."
-    )
-  if isinstance(x, np.generic):
-    return np.asarray(x)
-  if isinstance(x, (bool, int, float, jax.Array, np.ndarray)):
-    return x
-  raise TypeError(
-      f"save_checkpoint stores arrays and numbers; the leaf {_where(names)} is a"
-      f" {type(x).__name__}. Keep it out of the saved pytree (e.g. as a static"
-      " field)."
-  )
 
 
 def _to_orbax(tree: PyTree) -> tuple[dict, dict]:
   """(the nested dict Orbax saves, {path: PRNG key implementation})."""
-  nested: dict = {}
-  keys: dict = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    names = _names(path) or (_ROOT,)
-    node = nested
-    for i, name in enumerate(names[:-1]):
-      node = node.setdefault(name, {})
-      if not isinstance(node, dict):
-        raise ValueError(f"two leaves of the pytree map to {_where(names[: i + 1])}.")
-    if names[-1] in node:
-      raise ValueError(f"two leaves of the pytree map to {_where(names)}.")
-    node[names[-1]] = _check_leaf(leaf, names)
-    if _is_prng_key(leaf):
-      keys[_where(names)] = str(jax.random.key_impl(leaf))
-  return nested, keys
+  keys = {
+      _where(_names(path) or (_ROOT,)): str(jax.random.key_impl(leaf))
+      for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+      if _is_prng_key(leaf)
+  }
+  return _nest(tree, _orbax_leaf, _ROOT), keys
 
 
 def _flatten_saved(nested: Any, names: tuple[str, ...] = ()) -> dict:
@@ -203,7 +195,7 @@ def save_checkpoint(path: PathLike, tree: PyTree) -> None:
 
 def save_checkpoint_msgpack(path: PathLike, tree: PyTree) -> None:
   """The msgpack file of earlier amc_jax (for the tests of reading it)."""
-  nested = _to_nested(tree)
+  nested = _nest(tree, _encode_leaf)
   data = serialization.msgpack_serialize(
       {"format": _FORMAT, "version": _VERSION, "tree": nested}
   )
