@@ -346,8 +346,9 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
     True
   """
   path = os.path.abspath(os.fspath(path))
-  if os.path.isdir(path):
-    saved, restore = _read_orbax(path, target)
+  orbax = os.path.isdir(path)
+  if orbax:
+    saved, restore = _read_orbax(path)
   elif os.path.isfile(path):
     warnings.warn(
         f"{path!r} is a msgpack checkpoint of an earlier amc_jax; amc_jax now"
@@ -357,20 +358,18 @@ def restore_checkpoint(path: PathLike, target: PyTree) -> PyTree:
         stacklevel=2,
     )
     saved = _read_msgpack(path)
-    restore = None
   else:
     raise FileNotFoundError(f"no checkpoint file at {path!r}.")
 
   paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
-  names = [_names(p) or (_ROOT,) for p, _ in paths_and_leaves]
-  if restore is None:  # msgpack: a root leaf is stored without a name
-    names = [() if n == (_ROOT,) else n for n in names]
+  # Orbax saves a root leaf under a name; the msgpack files stored it bare.
+  names = [_names(p) or ((_ROOT,) if orbax else ()) for p, _ in paths_and_leaves]
   _check_structure(path, saved, names, paths_and_leaves)
-  if restore is None:
-    leaves = [_restore_leaf(leaf, saved[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
-  else:
-    values = restore(names, [leaf for _, leaf in paths_and_leaves])
+  if orbax:
+    values = restore(target)
     leaves = [_restore_orbax_leaf(leaf, values[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
+  else:
+    leaves = [_restore_leaf(leaf, saved[n]) for n, (_, leaf) in zip(names, paths_and_leaves)]
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -392,9 +391,9 @@ def _read_msgpack(path: str) -> dict:
   return _flatten_saved(contents.get("tree", {}))
 
 
-def _read_orbax(path: str, target: PyTree):
+def _read_orbax(path: str):
   """({path names: a stand-in of each saved leaf, from the metadata}, a
-  function that restores the named leaves onto their targets' shardings)."""
+  function of the target that restores its leaves onto its shardings)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
   checkpointer = ocp.StandardCheckpointer()
@@ -420,13 +419,8 @@ def _read_orbax(path: str, target: PyTree):
   for names, m in _flatten_saved(tree).items():
     saved[names] = _stand_in(m, keys.get(_where(names)))
 
-  def restore(names, targets):
-    abstract: dict = {}
-    for n, leaf in zip(names, targets):
-      node = abstract
-      for name in n[:-1]:
-        node = node.setdefault(name, {})
-      node[n[-1]] = _abstract(leaf, saved[n])
+  def restore(target):
+    abstract = _nest(target, lambda leaf, names: _abstract(leaf, saved[names]), _ROOT)
     return _flatten_saved(checkpointer.restore(path, abstract))
 
   return saved, restore
