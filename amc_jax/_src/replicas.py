@@ -160,14 +160,13 @@ def _coupled(
     base.as_key(seed)
 
   def init_fn(params):
-    m = _n_replicas(params, what)
-    return init_extra(m, base.as_key(seed), _init_inner(tx, params, base.as_key(seed)))
+    key = base.as_key(seed)
+    return init_extra(_n_replicas(params, what), key, _init_inner(tx, params, key))
 
   def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
     del updates, extra
     _check_value_fn(value_fn)
-    m = trees.leading_size(params, "params", f"(the {what} axis)")
-    temps = None if temperatures is None else temperatures(state, m)
+    temps = None if temperatures is None else temperatures(state, _n_replicas(params, what))
     updates, inner = _step_all(tx, params, state.inner, value_fn, value, temps)
     return couple(state, params, updates, inner, value_fn)
 
