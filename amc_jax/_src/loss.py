@@ -5,7 +5,7 @@ A loss must be a real scalar (:func:`as_loss`); a signal-norm loss a pair
 :func:`check_scales`). The current params' loss must be finite or +inf: a NaN
 or -inf raises ``FloatingPointError``, eagerly or, under ``jit``, from a host
 callback that runs only when the loss is bad (:func:`check_current_loss`),
-naming the step. Imports only :mod:`base`.
+naming the step. Imports only :mod:`base` and :mod:`trees`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import numpy as np
 from jax import lax
 
 from amc_jax._src import base
+from amc_jax._src import trees
 
 PyTree = Any
-
-
-def _leaf_name(path) -> str:
-  return jax.tree_util.keystr(path) or "<root>"
 
 
 def check_scales(scales: PyTree, params: PyTree) -> None:
@@ -46,12 +43,12 @@ def check_scales(scales: PyTree, params: PyTree) -> None:
       out = None
     if out != tuple(p_shape):
       raise ValueError(
-          f"scales leaf {_leaf_name(path)} has shape {s_shape}, which does not"
+          f"scales leaf {trees.leaf_name(path)} has shape {s_shape}, which does not"
           f" broadcast to the params leaf shape {p_shape}."
       )
     if not jnp.issubdtype(jnp.result_type(s), jnp.number):
       raise TypeError(
-          f"scales leaf {_leaf_name(path)} must be numeric, got dtype"
+          f"scales leaf {trees.leaf_name(path)} must be numeric, got dtype"
           f" {jnp.result_type(s)}."
       )
 

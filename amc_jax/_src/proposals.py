@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from amc_jax._src import base
+from amc_jax._src import trees
 
 PyTree = Any
 
@@ -73,10 +74,6 @@ class Proposal(NamedTuple):
   update: Callable[[PyTree, PyTree, jax.Array, jax.Array], PyTree]
 
 
-def _leaf_name(path) -> str:
-  return jax.tree_util.keystr(path) or "<root>"
-
-
 def check_params(params: PyTree) -> None:
   """Raises if ``params`` is empty or holds a leaf that is not floating point."""
   leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -87,7 +84,7 @@ def check_params(params: PyTree) -> None:
     if not jnp.issubdtype(dtype, jnp.floating):
       raise TypeError(
           "amc_jax moves floating-point parameters only; the leaf"
-          f" {_leaf_name(path)} has dtype {dtype}. Keep integer or boolean"
+          f" {trees.leaf_name(path)} has dtype {dtype}. Keep integer or boolean"
           " state out of the params pytree."
       )
 
@@ -122,7 +119,7 @@ def check_like(reference: PyTree, params: PyTree) -> None:
         f" {jax.tree_util.tree_structure(reference)}."
     )
   raise ValueError(
-      f"params leaf {_leaf_name(path)} is {_describe(pair[1])} but the state was"
+      f"params leaf {trees.leaf_name(path)} is {_describe(pair[1])} but the state was"
       f" initialised for {_describe(pair[0])}."
   )
 
@@ -140,7 +137,7 @@ def check_move(move: PyTree, params: PyTree) -> None:
         f" {jax.tree_util.tree_structure(params)}."
     )
   raise ValueError(
-      f"proposal.propose returned the move leaf {_leaf_name(path)} as"
+      f"proposal.propose returned the move leaf {trees.leaf_name(path)} as"
       f" {_describe(pair[1])}; the params leaf is {_describe(pair[0])} (a move"
       " must match it exactly, so that params + move rounds like"
       " optax.apply_updates)."
@@ -598,7 +595,7 @@ def orthogonal() -> Proposal:
       if jnp.ndim(leaf) != 2:
         raise ValueError(
             "proposals.orthogonal rotates matrices; the params leaf"
-            f" {_leaf_name(path)} has shape {list(jnp.shape(leaf))}. Give the"
+            f" {trees.leaf_name(path)} has shape {list(jnp.shape(leaf))}. Give the"
             " other leaves another move with proposals.partition."
         )
     return ()
@@ -665,7 +662,7 @@ def _check_on_grid(params: PyTree, grid: np.ndarray, grid_in: Callable) -> None:
       off = ~np.isin(values, cast)
       if np.any(off):
         raise ValueError(
-            f"params leaf {_leaf_name(path)} has {int(off.sum())} entries off"
+            f"params leaf {trees.leaf_name(path)} has {int(off.sum())} entries off"
             f" the grid {tuple(grid.tolist())} of proposals.discrete (e.g."
             f" {values[off].ravel()[0]!r}); initialise them on it."
         )

@@ -1,8 +1,9 @@
 """Pytree helpers used across the library: one of each.
 
-:func:`leading_size` (the common leading axis of a pytree: chains, replicas,
-examples), :func:`take` (one entry of that axis, e.g. one chain), and
-:func:`check_int` (a Python int argument with a lower bound).
+:func:`leaf_name` (a key path in messages), :func:`leading_size` (the
+common leading axis of a pytree: chains, replicas, examples), :func:`take`
+(one entry of that axis, e.g. one chain), and :func:`check_int` (a Python
+int argument with a lower bound).
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import jax
 import numpy as np
 
 PyTree = Any
+
+
+def leaf_name(path: Any) -> str:
+  """A leaf's key path as error messages print it (``['w']``; ``<root>``)."""
+  return jax.tree_util.keystr(path) or "<root>"
 
 
 def leading_size(tree: Any, what: str, purpose: str) -> int:
@@ -31,9 +37,9 @@ def leading_size(tree: Any, what: str, purpose: str) -> int:
     if not shape:
       raise ValueError(
           f"every leaf of {what} needs a leading axis {purpose}; the leaf"
-          f" {jax.tree_util.keystr(path) or '<root>'} is a scalar leaf."
+          f" {leaf_name(path)} is a scalar leaf."
       )
-    sizes.setdefault(shape[0], jax.tree_util.keystr(path) or "<root>")
+    sizes.setdefault(shape[0], leaf_name(path))
   if len(sizes) != 1:
     examples = ", ".join(f"{name} has {n}" for n, name in sorted(sizes.items()))
     raise ValueError(
