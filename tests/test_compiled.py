@@ -135,3 +135,30 @@ def test_a_step_holds_the_forward_pass_and_two_copies_of_the_params(monkeypatch)
   assert compiled_memory.step_over_forward(amc_jax.amc(1e-3, epsilon=0.1), params, loss) <= 3.05
   monkeypatch.setattr(proposals_lib, "_BLOCK", 1 << 40)
   assert compiled_memory.step_over_forward(amc_jax.amc(1e-3), params, loss) > 2.5
+
+
+def test_a_step_that_draws_its_move_again_holds_the_paper_s_two_versions_of_the_model():
+  """``proposal_batch_size=1`` with one trial: the step holds the params and
+  the trial point, "two versions of the model" (Section III), and no move:
+  fwd + 1.37 P on this 2.9M-param MLP (the 0.37 P is one block's threefry
+  words and one leaf's normals, a constant of ~4.5 MiB); epsilon != 0 one
+  more P (mu). The one-chain step evaluates U(x) on its first step in a
+  cond; the wrong variant, the while loop that vmapped chains use, holds a
+  params-sized copy (XLA puts the params in the loop's tuple): fwd + 2.0 P."""
+  from amc_jax._src import amc as amc_lib
+
+  params, loss = _mid_size_mlp()
+  for tx in (amc_jax.metropolis(1e-3, proposal_batch_size=1),
+             amc_jax.metropolis(1e-3, temperature=1e-3, proposal_batch_size=1)):
+    assert compiled_memory.step_over_forward(tx, params, loss) <= 1.45
+  tx = amc_jax.amc(1e-3, epsilon=0.1, proposal_batch_size=1)
+  assert compiled_memory.step_over_forward(tx, params, loss) <= 2.45
+
+  def loop_always(value_fn, params, state, signal_norm):
+    return amc_lib._first_evaluation_loop(value_fn, signal_norm, params, state.count,
+                                          state.loss, state.scales)
+
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(amc_lib, "_first_evaluation", loop_always)
+    tx = amc_jax.metropolis(1e-3, proposal_batch_size=1)
+    assert compiled_memory.step_over_forward(tx, params, loss) > 1.9

@@ -384,3 +384,37 @@ def test_proposal_batch_size_is_validated():
       amc_jax.amc(0.1, num_proposals=4, proposal_batch_size=bad)
   with pytest.raises(ValueError, match="proposal_batch_size"):
     amc_jax.metropolis(0.1, num_proposals=4, proposal_batch_size=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-3])
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_one_proposal_drawn_again_on_acceptance_is_the_kept_move_bit_for_bit(epsilon, temperature):
+  """``proposal_batch_size=1`` with one proposal keeps no move and draws the
+  accepted one again from its key: the same params, mu, decisions and losses
+  as the step that keeps its move, over 100 steps. Wrong variant: drawing it
+  again from another key moves the params elsewhere."""
+  params, loss = _mlp_problem()
+  make = lambda b: amc_jax.amc(0.05, epsilon=epsilon, temperature=temperature,
+                               proposal_batch_size=b, seed=3)
+  (p_ref, s_ref), (acc_ref, prop_ref) = _trajectory(make(None), params, loss)
+  assert 10 < int(jnp.sum(acc_ref)) < 90
+  (p, s), (acc, prop) = _trajectory(make(1), params, loss)
+  chex.assert_trees_all_equal(p, p_ref)
+  chex.assert_trees_all_equal((s.mu, s.sigma, s.n_reject, s.n_accept, s.count, s.loss),
+                              (s_ref.mu, s_ref.sigma, s_ref.n_reject, s_ref.n_accept, s_ref.count,
+                               s_ref.loss))
+  np.testing.assert_array_equal(acc, acc_ref)
+  np.testing.assert_array_equal(prop, prop_ref)
+
+  original = amc_lib.propose
+
+  def wrong_key(key, *rest):
+    return original(jax.random.fold_in(key, 1), *rest)
+
+  try:
+    amc_lib.propose = wrong_key  # used only by the redraw
+    (p_wrong, _), _ = _trajectory(make(1), params, loss)
+  finally:
+    amc_lib.propose = original
+  assert not np.array_equal(np.asarray(p_wrong["w1"]), np.asarray(p_ref["w1"]))
+

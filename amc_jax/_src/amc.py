@@ -10,6 +10,7 @@ configurations of it. This module knows nothing of flax, data or loops.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -82,28 +83,63 @@ def current_loss(
       loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
       return loss_lib.check_current_loss(loss, state.count), scales
     return state.loss, state.scales
-  # A while loop (trip count 0 or 1) rather than a cond keeps that first
-  # evaluation out of every later step under vmap too, where a cond with a
-  # batched predicate would evaluate both branches on every step.
-  # Later steps need no NaN guard: the cached loss is that of an accepted,
-  # hence finite, proposal.
-  #
-  # The evaluation reads params through a select on the loop's own counter.
-  # Without that dependence on the carry, XLA treats the loss as loop
-  # invariant and hoists it out of the loop, where it runs on every step (it
-  # did so under vmap, making an ensemble step 5x slower than one chain).
-  def first_evaluation(carry):
+  return _first_evaluation(value_fn, params, state, signal_norm)
+
+
+def _first_evaluation(value_fn, params, state, signal_norm):
+  """Batch mode's U(x) on the first step (``state.count == 0``) of a traced
+  step, else the cached loss and scales.
+
+  One chain: a ``lax.cond``. Vmapped chains (``jax.custom_batching.
+  custom_vmap``): :func:`_first_evaluation_loop`, since a cond with a
+  batched predicate would evaluate the loss on every step. Later steps need
+  no NaN guard: the cached loss is that of an accepted, hence finite,
+  proposal.
+  """
+  def first(params, count, loss, scales):
+    def evaluation():
+      loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
+      return loss_lib.checked_in_place(loss, count), scales
+
+    return lax.cond(count == 0, evaluation, lambda: (loss, scales))
+
+  first = jax.custom_batching.custom_vmap(first)
+
+  @first.def_vmap
+  def _chains(axis_size, in_batched, *args):  # pylint: disable=unused-variable
+    del axis_size
+    out = jax.vmap(functools.partial(_first_evaluation_loop, value_fn, signal_norm),
+                   in_axes=tuple(jax.tree_util.tree_map(lambda b: 0 if b else None, b)
+                                 for b in in_batched))(*args)
+    return out, jax.tree_util.tree_map(lambda _: True, out)
+
+  return first(params, state.count, state.loss, state.scales)
+
+
+def _first_evaluation_loop(value_fn, signal_norm, params, count, loss, scales):
+  """Batch mode's first evaluation of U(x) for vmapped chains.
+
+  The step of one chain evaluates it in a ``lax.cond``; under ``vmap`` a cond
+  with a batched predicate would evaluate both branches, the loss on every
+  step, so chains use a while loop of trip count 0 or 1 instead.
+
+  The evaluation reads params through a select on the loop's own counter.
+  Without that dependence on the carry, XLA treats the loss as loop invariant
+  and hoists it out of the loop, where it runs on every step (it did so under
+  vmap, making an ensemble step 5x slower than one chain). The select and the
+  loop hold a params-sized copy, which the cond of one chain does not.
+  """
+  def body(carry):
     _, _, _, trips = carry
     inside = jax.tree_util.tree_map(
         lambda x: jnp.where(trips < 0, jnp.zeros_like(x), x), params
     )
-    loss, scales = evaluate(value_fn, inside, signal_norm, "value_fn(params)")
-    return jnp.zeros_like(carry[0]), loss_lib.checked_in_place(loss, state.count), scales, trips + 1
+    new_loss, new_scales = evaluate(value_fn, inside, signal_norm, "value_fn(params)")
+    return (jnp.zeros_like(carry[0]), loss_lib.checked_in_place(new_loss, count), new_scales,
+            trips + 1)
 
   _, loss, scales, _ = lax.while_loop(
-      lambda carry: carry[0],
-      first_evaluation,
-      (state.count == 0, state.loss, state.scales, jnp.zeros_like(state.count)),
+      lambda carry: carry[0], body, (count == 0, loss, scales, jnp.zeros_like(count))
   )
   return loss, scales
 
@@ -111,10 +147,13 @@ def current_loss(
 class Trial(NamedTuple):
   """A proposed move and what it costs: the output of :func:`propose_and_evaluate`."""
 
-  move: PyTree  # the additive move, a pytree like params
+  move: Optional[PyTree]  # the additive move, a pytree like params; None if redrawn
   log_ratio: Any  # log q(x | x') - log q(x' | x); 0 for a symmetric move
   loss: jax.Array  # U(x + move); NaN if the move itself is not finite
   scales: Optional[PyTree]  # signal-norm lambdas at x + move, or None
+  # With move=None: draws the move again from its key (the same bits), only
+  # if the step accepts it, so that no move is kept while the loss is evaluated.
+  redraw: Optional[Callable[[], PyTree]] = None
 
 
 def _finite(move: PyTree) -> jax.Array:
@@ -167,6 +206,32 @@ def propose(
   return move, log_ratio, finite, base.materialised(_trial_point(params, move, finite), ~finite)
 
 
+def propose_point(
+    key: jax.Array,
+    proposal: proposals.Proposal,
+    state: AMCState,
+    params: PyTree,
+    scales: Optional[PyTree],
+) -> tuple[Any, jax.Array, PyTree]:
+  """:func:`propose` keeping only the trial point: ``(log_ratio, finite,
+  trial_params)``.
+
+  The draw is fused into the trial point, so that no move is held beside
+  the params and the trial point; the move is drawn again from the same key
+  when it is needed (:func:`one_try_redrawn`). A non-finite move entry makes
+  its trial entry NaN (the select also keeps XLA from contracting the add
+  into the draw's multiply, as in :func:`_trial_point`), and a trial point
+  that is not finite is never accepted.
+  """
+  move, log_ratio = proposal.propose(key, state.mu, params, state.sigma, scales)
+  proposals.check_move(move, params)
+  trial_params = jax.tree_util.tree_map(
+      lambda x, e: x + jnp.where(jnp.isfinite(e), e, jnp.nan), params, move
+  )
+  trial_params = base.materialised(trial_params, jnp.isnan(state.sigma))
+  return log_ratio, _finite(trial_params), trial_params
+
+
 def propose_and_evaluate(
     key: jax.Array,
     proposal: proposals.Proposal,
@@ -175,10 +240,16 @@ def propose_and_evaluate(
     scales: Optional[PyTree],
     value_fn: Callable[[PyTree], Any],
     signal_norm: bool,
+    keep_move: bool = True,
 ) -> Trial:
   """Step 2 of Section III: draw a move (:func:`propose`) and evaluate the
-  loss at ``params + move``."""
-  move, log_ratio, finite, trial_params = propose(key, proposal, state, params, scales)
+  loss at ``params + move``. With ``keep_move=False`` the trial's move is
+  None (:func:`propose_point`)."""
+  if keep_move:
+    move, log_ratio, finite, trial_params = propose(key, proposal, state, params, scales)
+  else:
+    move = None
+    log_ratio, finite, trial_params = propose_point(key, proposal, state, params, scales)
   loss, trial_scales = evaluate(value_fn, trial_params, signal_norm, "value_fn(proposal)")
   return Trial(move, log_ratio, jnp.where(finite, loss, jnp.nan), trial_scales)
 
@@ -204,6 +275,40 @@ def one_try(
   return trial, decision
 
 
+def one_try_redrawn(
+    proposal_key: jax.Array,
+    accept_key: jax.Array,
+    proposal: proposals.Proposal,
+    state: AMCState,
+    params: PyTree,
+    scales: Optional[PyTree],
+    value_fn: Callable[[PyTree], Any],
+    signal_norm: bool,
+    current: jax.Array,
+    temperature: jax.Array,
+    cold: bool,
+) -> tuple[Trial, acceptance.Decision]:
+  """:func:`one_try` that keeps no move (``proposal_batch_size=1`` with one trial).
+
+  The move is dropped once the trial point is built, and drawn again from the
+  same key, the same bits, only if the step accepts it: while the loss is
+  evaluated the step holds the params and the trial point, the paper's "two
+  versions of the model", and no move. The price is a second draw on each
+  accepted step.
+  """
+  trial = propose_and_evaluate(
+      proposal_key, proposal, state, params, scales, value_fn, signal_norm, keep_move=False
+  )
+  decision = acceptance.metropolis_decision(
+      accept_key, current, trial.loss, temperature, trial.log_ratio, cold=cold
+  )
+
+  def redraw():
+    return propose(proposal_key, proposal, state, params, scales)[0]
+
+  return trial._replace(redraw=redraw), decision
+
+
 def _evaluate_trials(trial_at: Callable, keys: jax.Array, at: PyTree,
                      batch_size: Optional[int]) -> Trial:
   """The trials ``trial_at(key, at)`` for every key: in one vmapped call
@@ -215,8 +320,8 @@ def _evaluate_trials(trial_at: Callable, keys: jax.Array, at: PyTree,
     return jax.vmap(trial_at, in_axes=(0, None))(keys, at)
 
   def loss_only(key):
-    trial = trial_at(key, at)
-    return trial._replace(move=None, log_ratio=jnp.asarray(trial.log_ratio))
+    trial = trial_at(key, at, keep_move=False)
+    return trial._replace(log_ratio=jnp.asarray(trial.log_ratio))
 
   return jax.lax.map(loss_only, keys, batch_size=min(int(batch_size), keys.shape[0]))
 
@@ -271,8 +376,10 @@ def multiple_try(
       proposal_key, accept_key, proposal, state, params, scales, value_fn, signal_norm,
       current, temperature, cold,
   ):
-    def trial_at(key, at):
-      return propose_and_evaluate(key, proposal, state, at, scales, value_fn, signal_norm)
+    def trial_at(key, at, keep_move=True):
+      return propose_and_evaluate(
+          key, proposal, state, at, scales, value_fn, signal_norm, keep_move
+      )
 
     keys = jax.random.split(proposal_key, k)
     trials = _evaluate_trials(trial_at, keys, params, batch_size)
@@ -287,7 +394,11 @@ def multiple_try(
 
     if cold:
       chosen = acceptance.best_index(trials.loss)
-      trial = take_chosen(chosen)
+      if trials.move is None:  # drawn again only if accepted
+        trial = trees.take(trials, chosen)._replace(redraw=lambda: _chosen_move(
+            trials, keys, chosen, proposal, state, params, scales))
+      else:
+        trial = take_chosen(chosen)
       decision = acceptance.metropolis_decision(u_key, current, trial.loss, temperature, cold=True)
       return trial._replace(log_ratio=0.0), decision
     chosen = acceptance.multiple_try_select(select_key, current, trials.loss, log_ratios, temperature)
@@ -350,10 +461,14 @@ def next_state(
   """
   accepted = decision.accepted
   sigma_rejected, n_reject_rejected, reset = rejected
+  if trial.move is None:  # drawn again inside the accept branch
+    accepted_move, like = trial.redraw, jax.eval_shape(trial.redraw)
+  else:
+    accepted_move, like = (lambda: trial.move), trial.move
 
   def on_accept(_):
     return (
-        trial.move,
+        accepted_move(),
         state.sigma,
         jnp.zeros_like(state.n_reject),
         trial.loss,
@@ -362,7 +477,7 @@ def next_state(
 
   def on_reject(_):
     return (
-        jax.tree_util.tree_map(jnp.zeros_like, trial.move),
+        jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype), like),
         sigma_rejected,
         n_reject_rejected,
         current,
@@ -374,7 +489,9 @@ def next_state(
   # The move's state (mu, Eq. 10) outside the cond: one elementwise select
   # that XLA writes into the donated state's buffer, where a cond output
   # held a params-sized copy of its own.
-  mu = proposal.update(state.mu, trial.move, accepted, reset & ~accepted)
+  # A redrawn move is known only as the updates, which equal it where accepted.
+  move = updates if trial.move is None else trial.move
+  mu = proposal.update(state.mu, move, accepted, reset & ~accepted)
   return updates, AMCState(
       key=key,
       mu=mu,
@@ -583,8 +700,10 @@ def _transformation(
   rules here to show that the statistical tests can tell.
   """
   if try_move is None:
-    try_move = (one_try if num_proposals == 1
-                else multiple_try(num_proposals, proposal_batch_size))
+    if num_proposals > 1:
+      try_move = multiple_try(num_proposals, proposal_batch_size)
+    else:
+      try_move = one_try if proposal_batch_size is None else one_try_redrawn
   schedule = temperature
 
   def init_fn(params: PyTree) -> AMCState:
