@@ -59,14 +59,22 @@ def test_forms_table_quick(tmp_path):
 
 @pytest.mark.slow
 def test_memory_table_quick(tmp_path):
-  run("benchmarks.bench_memory", "--quick", "--out-dir", str(tmp_path))
+  run("benchmarks.bench_memory", "--quick", "--part", "compiled", "headline",
+      "--out-dir", str(tmp_path))
   record = json.loads((tmp_path / "bench_memory_quick.json").read_text())
-  for model in record["models"].values():
+  for model in record["compiled"]["models"].values():
     rows = model["rows"]
-    assert {"forward", "amc eps=0", "metropolis", "adam", "sgd", "MeZO"} <= set(rows)
+    assert {"forward", "amc eps=0", "amc eps=0 b=1", "adam", "MeZO"} <= set(rows)
     # Structural: a step holds at least the forward pass and its own params.
     assert all(r["total_mib"] >= rows["forward"]["total_mib"] for r in rows.values())
     assert rows["amc eps=0.1"]["argument"] > rows["amc eps=0"]["argument"]  # mu is one more P
+  signal_norm = next(m["rows"] for name, m in record["compiled"]["models"].items()
+                     if "signal norm" in name)
+  assert signal_norm["amc eps=0.1 signal norm"]["argument"] > signal_norm["amc eps=0.1"]["argument"]
+  headline = record["headline"]
+  assert [r["width"] for r in headline["ladder"]] == [16, 32]
+  assert len(headline["amc_run"]["losses"]) == 4  # the loss before and after each of 3 steps
+  assert headline["amc_run"]["peak_rss_mib"] > 0
 
 
 @pytest.mark.slow

@@ -472,7 +472,6 @@ def next_state(
         state.sigma,
         jnp.zeros_like(state.n_reject),
         trial.loss,
-        trial.scales,
     )
 
   def on_reject(_):
@@ -481,11 +480,13 @@ def next_state(
         sigma_rejected,
         n_reject_rejected,
         current,
-        current_scales,
     )
 
   outcome = lax.cond(accepted, on_accept, on_reject, None)
-  updates, sigma, n_reject, loss, scales = outcome
+  updates, sigma, n_reject, loss = outcome
+  # The signal-norm lambdas too: a select written into the donated state.
+  scales = None if trial.scales is None else jax.tree_util.tree_map(
+      lambda t, c: jnp.where(accepted, t, c), trial.scales, current_scales)
   # The move's state (mu, Eq. 10) outside the cond: one elementwise select
   # that XLA writes into the donated state's buffer, where a cond output
   # held a params-sized copy of its own.
@@ -900,7 +901,14 @@ def amc(
       points; an int b evaluates b at a time (``jax.lax.map``), holding b,
       and draws the chosen move again from its key. The same trials and
       decisions as ``None`` (see :func:`multiple_try`); b = 1 bounds the
-      step's memory independently of K.
+      step's memory independently of K. With one trial (K = 1), an int
+      keeps no move: the step holds the params and the trial point, the
+      paper's "two versions of the model", and draws an accepted move a
+      second time from its key (:func:`one_try_redrawn`; the same params,
+      state and decisions as ``None``, bit for bit). That saves one copy of
+      the params (fwd + 1.0 P instead of fwd + 2.0 P on a large net, plus a
+      constant ~4.5 MiB of draw buffers) at the cost of a second draw on
+      accepted steps, which matters where the params dominate the step.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` is called as
@@ -1013,7 +1021,8 @@ def metropolis(
     seed: an int or a ``jax.random.key``.
     sequential: a :class:`~amc_jax.SequentialTest`; see :func:`amc`.
     proposal_batch_size: trials evaluated at a time with ``num_proposals``;
-      see :func:`amc`.
+      with one trial, ``1`` keeps no move and draws an accepted move again
+      (one copy of the params less); see :func:`amc`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; see :func:`amc`.
