@@ -140,8 +140,8 @@ def test_a_step_holds_the_forward_pass_and_two_copies_of_the_params(monkeypatch)
 def test_a_step_that_draws_its_move_again_holds_the_paper_s_two_versions_of_the_model():
   """``proposal_batch_size=1`` with one trial: the step holds the params and
   the trial point, "two versions of the model" (Section III), and no move:
-  fwd + 1.37 P on this 2.9M-param MLP (the 0.37 P is one block's threefry
-  words and one leaf's normals, a constant of ~4.5 MiB); epsilon != 0 one
+  fwd + 1.37 P on this 2.9M-param MLP (the 0.37 P is the largest leaf's
+  normals and one block's threefry words); epsilon != 0 one
   more P (mu). The one-chain step evaluates U(x) on its first step in a
   cond; the wrong variant, the while loop that vmapped chains use, holds a
   params-sized copy (XLA puts the params in the loop's tuple): fwd + 2.0 P."""
@@ -155,8 +155,9 @@ def test_a_step_that_draws_its_move_again_holds_the_paper_s_two_versions_of_the_
   assert compiled_memory.step_over_forward(tx, params, loss) <= 2.45
 
   def loop_always(value_fn, params, state, signal_norm):
-    return amc_lib._first_evaluation_loop(value_fn, signal_norm, params, state.count,
-                                          state.loss, state.scales)
+    evaluate = lambda p, consts: amc_lib.evaluate(value_fn, p, signal_norm, "value_fn(params)")
+    return amc_lib._first_evaluation_loop(evaluate, params, state.count, state.loss,
+                                          state.scales, [])
 
   with pytest.MonkeyPatch.context() as m:
     m.setattr(amc_lib, "_first_evaluation", loop_always)

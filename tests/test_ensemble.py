@@ -159,3 +159,38 @@ def test_minibatch_mode_and_value_argument_costs():
     x = optax.apply_updates(x, updates)
   jax.effects_barrier()
   assert len(calls) == 3
+
+
+def test_chains_may_close_over_data_of_their_own_under_a_vmapped_scan():
+  """Batch mode with per-chain data (floats and integer labels) closed over
+  by the loss, the vmap outside a scan of steps: the cached loss of every
+  chain is its loss on its own data, and a chain of chains (nested vmap)
+  gives the same numbers."""
+  tx = amc_jax.metropolis(0.1)
+
+  def loss_on(p, x, labels):
+    return jnp.mean((p["w"][0] * x + p["w"][1] - x) ** 2) + jnp.mean(labels.astype(x.dtype))
+
+  xs = jnp.stack([jnp.linspace(-1, 1, 50), jnp.linspace(0, 2, 50), jnp.linspace(-2, 0, 50)])
+  labels = jnp.arange(3, dtype=jnp.int32)[:, None] * jnp.ones((3, 4), jnp.int32)
+  params = {"w": jnp.ones((3, 2))}
+  states = amc_jax.init_ensemble(tx, params, 0)
+
+  def run(p, s, x, lab):
+    def body(carry, _):
+      p, s = carry
+      u, s = tx.update(None, s, p, value_fn=lambda q: loss_on(q, x, lab))
+      return (optax.apply_updates(p, u), s), None
+    return jax.lax.scan(body, (p, s), None, length=5)[0]
+
+  p, s = jax.jit(jax.vmap(run))(params, states, xs, labels)
+  expected = jnp.stack([loss_on({"w": p["w"][k]}, xs[k], labels[k]) for k in range(3)])
+  np.testing.assert_allclose(s.loss, expected, rtol=1e-6)
+  assert int(jnp.sum(s.n_accept)) > 0
+
+  nested = jax.jit(jax.vmap(jax.vmap(run)))
+  add_axis = lambda t: jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), t)
+  p2, s2 = nested(add_axis(params), add_axis(states), add_axis(xs), add_axis(labels))
+  np.testing.assert_array_equal(s2.loss[0], s.loss)
+  np.testing.assert_array_equal(s2.loss[1], s.loss)
+  chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda x: x[1], p2), p)

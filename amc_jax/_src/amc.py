@@ -14,6 +14,7 @@ import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -90,16 +91,30 @@ def _first_evaluation(value_fn, params, state, signal_norm):
   """Batch mode's U(x) on the first step (``state.count == 0``) of a traced
   step, else the cached loss and scales.
 
-  One chain: a ``lax.cond``. Vmapped chains (``jax.custom_batching.
-  custom_vmap``): :func:`_first_evaluation_loop`, since a cond with a
-  batched predicate would evaluate the loss on every step. Later steps need
-  no NaN guard: the cached loss is that of an accepted, hence finite,
+  One chain: a ``lax.cond``. Vmapped chains (a ``jax.custom_batching.
+  custom_vmap`` rule, which also applies when the vmap is outside a scan or
+  a jit of the step): :func:`_first_evaluation_loop`, since a cond with a
+  batched predicate would evaluate the loss on every step. The loss is
+  closure-converted first (``jax.make_jaxpr``): whatever ``value_fn``
+  closes over (data, labels) becomes an argument of the custom_vmap
+  function, so that chains may close over data of their own. Later steps
+  need no NaN guard: the cached loss is that of an accepted, hence finite,
   proposal.
   """
-  def first(params, count, loss, scales):
+  closed, out_shape = jax.make_jaxpr(
+      lambda p: evaluate(value_fn, p, signal_norm, "value_fn(params)"), return_shape=True
+  )(params)
+  out_tree = jax.tree_util.tree_structure(out_shape)
+
+  def converted(p, consts):
+    flat = jax.extend.core.jaxpr_as_fun(jax.extend.core.ClosedJaxpr(closed.jaxpr, consts))(
+        *jax.tree_util.tree_leaves(p))
+    return jax.tree_util.tree_unflatten(out_tree, flat)
+
+  def first(params, count, loss, scales, consts):
     def evaluation():
-      loss, scales = evaluate(value_fn, params, signal_norm, "value_fn(params)")
-      return loss_lib.checked_in_place(loss, count), scales
+      new_loss, new_scales = converted(params, consts)
+      return loss_lib.checked_in_place(new_loss, count), new_scales
 
     return lax.cond(count == 0, evaluation, lambda: (loss, scales))
 
@@ -107,34 +122,72 @@ def _first_evaluation(value_fn, params, state, signal_norm):
 
   @first.def_vmap
   def _chains(axis_size, in_batched, *args):  # pylint: disable=unused-variable
-    del axis_size
-    out = jax.vmap(functools.partial(_first_evaluation_loop, value_fn, signal_norm),
-                   in_axes=tuple(jax.tree_util.tree_map(lambda b: 0 if b else None, b)
-                                 for b in in_batched))(*args)
+    in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+    out = _first_of_chains(axis_size, in_axes, converted, *args)
     return out, jax.tree_util.tree_map(lambda _: True, out)
 
-  return first(params, state.count, state.loss, state.scales)
+  return first(params, state.count, state.loss, state.scales, list(closed.consts))
 
 
-def _first_evaluation_loop(value_fn, signal_norm, params, count, loss, scales):
-  """Batch mode's first evaluation of U(x) for vmapped chains.
+def _first_of_chains(axis_size, in_axes, converted, params, count, loss, scales, consts):
+  """:func:`_first_evaluation` for chains along axis 0 (``in_axes`` says which
+  arguments have it): one ``lax.cond`` on whether any chain is on its first
+  step, which evaluates every chain (vmapped) and keeps the new loss where
+  ``count == 0``. The predicate is one value for all chains, so the cond
+  stays a cond. Under a second vmap (chains of chains) that predicate would
+  be batched again; a custom_vmap rule then evaluates each chain in
+  :func:`_first_evaluation_loop` instead.
+  """
+  @jax.custom_batching.custom_vmap
+  def chains(params, count, loss, scales, consts):
+    one = lambda x, axis: x if axis is not None else jnp.broadcast_to(x, (axis_size,) + x.shape)
+    count_b, loss_b = one(count, in_axes[1]), one(loss, in_axes[2])
+    scales_b = jax.tree_util.tree_map(one, scales, in_axes[3]) if in_axes[3] is not None \
+        else jax.tree_util.tree_map(lambda x: one(x, None), scales)
+    needs = count_b == 0
 
-  The step of one chain evaluates it in a ``lax.cond``; under ``vmap`` a cond
-  with a batched predicate would evaluate both branches, the loss on every
-  step, so chains use a while loop of trip count 0 or 1 instead.
+    def evaluation():
+      new_loss, new_scales = jax.vmap(converted, in_axes=(in_axes[0], in_axes[4]),
+                                      axis_size=axis_size)(params, consts)
+      new_loss = jax.vmap(loss_lib.checked_in_place)(new_loss, count_b)
+      keep = lambda new, old: jnp.where(
+          jnp.reshape(needs, needs.shape + (1,) * (jnp.ndim(old) - 1)), new, old)
+      return keep(new_loss, loss_b), jax.tree_util.tree_map(keep, new_scales, scales_b)
+
+    return lax.cond(jnp.any(needs), evaluation, lambda: (loss_b, scales_b))
+
+  @chains.def_vmap
+  def _nested(outer_size, outer_batched, *args):  # pylint: disable=unused-variable
+    del outer_size
+    outer_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(outer_batched))
+    loop = jax.vmap(functools.partial(_first_evaluation_loop, converted), in_axes=in_axes,
+                    axis_size=axis_size)
+    out = jax.vmap(loop, in_axes=outer_axes)(*args)
+    return out, jax.tree_util.tree_map(lambda _: True, out)
+
+  return chains(params, count, loss, scales, consts)
+
+
+def _first_evaluation_loop(converted, params, count, loss, scales, consts):
+  """Batch mode's first evaluation of U(x) for chains of chains (nested
+  vmaps): ``converted(params, consts)`` in a while loop of trip count 0 or 1.
+
+  A cond with a batched predicate would evaluate both branches, the loss on
+  every step, so nested chains use the loop instead.
 
   The evaluation reads params through a select on the loop's own counter.
   Without that dependence on the carry, XLA treats the loss as loop invariant
   and hoists it out of the loop, where it runs on every step (it did so under
-  vmap, making an ensemble step 5x slower than one chain). The select and the
-  loop hold a params-sized copy, which the cond of one chain does not.
+  vmap, making an ensemble step 5x slower than one chain). The select, in the
+  loop's body, holds a params-sized buffer of its own, which the cond of one
+  chain does not.
   """
   def body(carry):
     _, _, _, trips = carry
     inside = jax.tree_util.tree_map(
         lambda x: jnp.where(trips < 0, jnp.zeros_like(x), x), params
     )
-    new_loss, new_scales = evaluate(value_fn, inside, signal_norm, "value_fn(params)")
+    new_loss, new_scales = converted(inside, consts)
     return (jnp.zeros_like(carry[0]), loss_lib.checked_in_place(new_loss, count), new_scales,
             trips + 1)
 
