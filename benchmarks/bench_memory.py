@@ -16,6 +16,7 @@ included).
   accepted move again from its key;
 * ``amc(num_proposals=K)`` for K = 4 and 16, all K in one vmapped call and
   one at a time (``proposal_batch_size=1``); ``replica_exchange``, 4 replicas;
+  4 vmapped chains (``init_ensemble``), per chain;
 * signal norm (``amc(..., signal_norm=True)``, flax models only);
 * ``optax.adam`` and ``optax.sgd`` through ``jax.grad``;
 * MeZO (Malladi et al. 2023), written here as the forward-only peer:
@@ -38,7 +39,7 @@ donates its own); from an init function with ``proposal_batch_size=1``; and
 ``proposal_batch_size=1``.
 
 ``--part headline``: the largest MLP (784-Wx3-10, batch 8) whose step fits
-``--budget-gib`` by its compiled memory, for Adam and for aMC (epsilon 0,
+``--budget-gib`` (18 GiB of this 24 GiB machine) by its compiled memory, for Adam and for aMC (epsilon 0,
 ``proposal_batch_size=1``); then aMC trains its largest for 20 steps in a
 fresh process (random init and data), with its peak RSS, wall time and
 loss curve. Adam's largest is judged from compiled memory only (no job is
@@ -87,10 +88,20 @@ def mlp(width: int, batch: int = 8, d_in: int = 784, abstract: bool = True, seed
   if abstract:
     params = {f"l{i}": {"w": _sds(s), "b": _sds(s[1:])} for i, s in enumerate(sizes)}
   else:
-    keys = jax.random.split(kp, len(sizes))
-    init = jax.jit(lambda k, s: jax.random.normal(k, s) / jnp.sqrt(s[0]), static_argnums=1)
-    params = {f"l{i}": {"w": init(k, s), "b": jnp.zeros(s[1], jnp.float32)}
-              for i, (k, s) in enumerate(zip(keys, sizes))}
+    # amc_jax's leaf-by-leaf normals, drawn in blocks: a plain
+    # jax.random.normal of a billion-entry kernel holds several
+    # kernel-sized word arrays on CPU.
+    import amc_jax
+
+    shapes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in sizes]
+
+    @jax.jit
+    def init(key):
+      z = amc_jax.standard_normal_like(key, shapes)
+      return {f"l{i}": {"w": w / jnp.sqrt(jnp.float32(s[0])), "b": jnp.zeros(s[1], jnp.float32)}
+              for i, (w, s) in enumerate(zip(z, sizes))}
+
+    params = init(kp)
   x = jax.random.normal(kx, (batch, d_in))
   y = jax.random.normal(ky, (batch, 10))
 
@@ -272,12 +283,35 @@ def rows_for(params, loss, full: bool = True):
     stacked = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct((4,) + tuple(x.shape), x.dtype), params)
     out["replica_exchange R=4"] = mc_memory(tx, stacked, loss)
+    for name, tx in (("amc eps=0", amc_jax.amc(1e-3)),
+                     ("amc eps=0 b=1", amc_jax.amc(1e-3, proposal_batch_size=1)),
+                     ("amc eps=0.1", amc_jax.amc(1e-3, epsilon=0.1))):
+      out[f"{name}, 4 vmapped chains (per chain)"] = ensemble_memory(tx, params, loss, 4)
   for name, tx in (("adam", optax.adam(1e-3)), ("sgd", optax.sgd(1e-3))):
     out[name] = grad_memory(tx, params, loss)
   mezo_step = mezo()
   out["MeZO"] = compiled_memory(lambda p, k: mezo_step(p, k, loss), params,
                                 jax.random.key(0), donate=(0,))
   return out
+
+
+def ensemble_memory(tx, params, loss, n_chains):
+  """Compiled memory of a donated step of ``n_chains`` vmapped chains, per chain."""
+  import jax
+  import optax
+
+  import amc_jax
+
+  stacked = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct((n_chains,) + tuple(x.shape), x.dtype), params)
+
+  def step(p, s):
+    u, s = jax.vmap(lambda p, s: tx.update(None, s, p, value_fn=loss))(p, s)
+    return optax.apply_updates(p, u), s
+
+  states = jax.eval_shape(lambda p: amc_jax.init_ensemble(tx, p, 0), stacked)
+  total = compiled_memory(step, stacked, states, donate=(0, 1))
+  return {k: v / n_chains for k, v in total.items()}
 
 
 def signal_norm_rows(width: int):
@@ -460,9 +494,10 @@ def main(argv=None):
   parser.add_argument("--gpt2-heads", type=int, default=12)
   parser.add_argument("--gpt2-seq", type=int, default=512)
   parser.add_argument("--gpt2-vocab", type=int, default=50257)
-  parser.add_argument("--budget-gib", type=float, default=20.0)
+  parser.add_argument("--budget-gib", type=float, default=18.0)
   parser.add_argument("--widths", type=int, nargs="*",
-                      default=[8192, 16384, 20480, 24576, 28672, 32768, 36864])
+                      default=[8192, 16384, 20480, 22528, 23552, 24576, 28672, 29696, 30720,
+                               31744, 32768])
   parser.add_argument("--headline-steps", type=int, default=20)
   parser.add_argument("--headline-sigma", type=float, default=1e-4)
   parser.add_argument("--force", action="store_true", help="rerun parts already in the JSON")
