@@ -1284,3 +1284,25 @@ def test_large_leaves_drawn_in_blocks_are_the_flat_draw_bit_for_bit(monkeypatch,
   ours = jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(z)])
   flat = jax.random.normal(key, (n,))
   np.testing.assert_array_equal(np.asarray(ours).view(np.uint32), np.asarray(flat).view(np.uint32))
+
+
+def test_small_leaves_share_one_threefry_call():
+  """Consecutive leaves smaller than the block share one draw: the sine net's
+  three leaves of 30 make one threefry call, not three (each is a step of its
+  own on XLA:CPU); a leaf larger than the block stays alone; groups stay
+  within one block."""
+  from amc_jax._src import proposals as proposals_lib
+
+  def threefry_calls(params):
+    jaxpr = jax.make_jaxpr(amc_jax.standard_normal_like)(jax.random.key(0), params)
+    return str(jaxpr).count("threefry2x32")
+
+  sine = {"a": jnp.zeros(30), "b": jnp.zeros(30), "w": jnp.zeros(30)}
+  assert threefry_calls(sine) == 1
+  assert proposals_lib._runs([30, 30, 30]) == [[0, 1, 2]]
+  b = proposals_lib._BLOCK
+  assert proposals_lib._runs([5, b + 1, 3, 4]) == [[0], [1], [2, 3]]
+  assert proposals_lib._runs([b // 2, b // 2, 1]) == [[0, 1], [2]]
+  # The wrong variant, one draw per leaf, makes three calls.
+  per_leaf = sum(threefry_calls({"x": jnp.zeros(30)}) for _ in sine)
+  assert per_leaf == 3
