@@ -116,7 +116,9 @@ def _first_evaluation(value_fn, params, state, signal_norm):
       new_loss, new_scales = converted(params, consts)
       return loss_lib.checked_in_place(new_loss, count), new_scales
 
-    return lax.cond(count == 0, evaluation, lambda: (loss, scales))
+    # jax.lax, not this module's lax: benchmarks/bench_step.py swaps the
+    # latter to time the accept/reject cond against a select.
+    return jax.lax.cond(count == 0, evaluation, lambda: (loss, scales))
 
   first = jax.custom_batching.custom_vmap(first)
 
@@ -154,7 +156,7 @@ def _first_of_chains(axis_size, in_axes, converted, params, count, loss, scales,
           jnp.reshape(needs, needs.shape + (1,) * (jnp.ndim(old) - 1)), new, old)
       return keep(new_loss, loss_b), jax.tree_util.tree_map(keep, new_scales, scales_b)
 
-    return lax.cond(jnp.any(needs), evaluation, lambda: (loss_b, scales_b))
+    return jax.lax.cond(jnp.any(needs), evaluation, lambda: (loss_b, scales_b))
 
   @chains.def_vmap
   def _nested(outer_size, outer_batched, *args):  # pylint: disable=unused-variable
