@@ -961,9 +961,10 @@ def amc(
       paper's "two versions of the model", and draws an accepted move a
       second time from its key (:func:`one_try_redrawn`; the same params,
       state and decisions as ``None``, bit for bit). That saves one copy of
-      the params (fwd + 1.0 P instead of fwd + 2.0 P on a large net, plus a
-      constant ~4.5 MiB of draw buffers) at the cost of a second draw on
-      accepted steps, which matters where the params dominate the step.
+      the params (fwd + 1 P plus the largest leaf's normals, instead of fwd
+      + 2 P) at the cost of a second draw on accepted steps, which matters
+      where the params dominate the step. Under ``vmap`` the accept/reject
+      cond is a select, so vmapped chains gain nothing from it.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` is called as
