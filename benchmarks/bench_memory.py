@@ -59,7 +59,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import time
 
 from benchmarks import _common
 

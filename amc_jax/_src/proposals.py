@@ -10,7 +10,6 @@ and optax ``partition`` (per-part choices).
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 from typing import Any, Callable, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
 
