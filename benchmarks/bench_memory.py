@@ -250,6 +250,21 @@ def grad_memory(tx, params, loss):
   return compiled_memory(step, params, jax.eval_shape(tx.init, params), donate=(0, 1))
 
 
+def mezo_memory(params, loss):
+  """Compiled memory of a MeZO step (:func:`mezo`), params donated."""
+  import jax
+
+  step = mezo()
+  return compiled_memory(lambda p, k: step(p, k, loss), params, jax.random.key(0), donate=(0,))
+
+
+def param_bytes(params) -> int:
+  """P: the bytes of one copy of ``params`` (arrays or ShapeDtypeStructs)."""
+  import jax
+
+  return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
+
+
 def monte_carlo_rows(full: bool = True):
   """(row name, transformation) for the Monte Carlo rows."""
   import amc_jax
@@ -288,9 +303,7 @@ def rows_for(params, loss, full: bool = True):
       out[f"{name}, 4 vmapped chains (per chain)"] = ensemble_memory(tx, params, loss, 4)
   for name, tx in (("adam", optax.adam(1e-3)), ("sgd", optax.sgd(1e-3))):
     out[name] = grad_memory(tx, params, loss)
-  mezo_step = mezo()
-  out["MeZO"] = compiled_memory(lambda p, k: mezo_step(p, k, loss), params,
-                                jax.random.key(0), donate=(0,))
+  out["MeZO"] = mezo_memory(params, loss)
   return out
 
 
@@ -329,17 +342,12 @@ def signal_norm_rows(width: int):
           amc_jax.amc(1e-3, epsilon=eps, proposal_batch_size=b, signal_norm=True),
           params, value_fn)
   out["adam"] = grad_memory(optax.adam(1e-3), params, loss)
-  mezo_step = mezo()
-  import jax
-  out["MeZO"] = compiled_memory(lambda p, k: mezo_step(p, k, loss), params,
-                                jax.random.key(0), donate=(0,))
+  out["MeZO"] = mezo_memory(params, loss)
   return params, out
 
 
 def table(name, params, rows):
-  import jax
-
-  p_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
+  p_bytes = param_bytes(params)
   fwd = rows["forward"]["total"]
   adam, mezo_total = rows["adam"]["total"], rows["MeZO"]["total"]
   print(f"\n{name}: P = {p_bytes / MiB:.1f} MiB ({p_bytes // 4:,} params), "
@@ -434,7 +442,7 @@ def peak_rss(mode: str, width: int, steps: int = 5, sigma: float = 1e-3) -> dict
 
 def part_rss(args):
   params, _ = mlp(args.mlp_width)
-  p_mib = sum(x.size * 4 for x in __import__("jax").tree_util.tree_leaves(params)) / MiB
+  p_mib = param_bytes(params) / MiB
   out = {"width": args.mlp_width, "P_mib": p_mib}
   for mode in ("forward", "fit", "fit init b=1", "step b=1"):
     out[mode] = peak_rss(mode, args.mlp_width)
@@ -450,6 +458,7 @@ def part_rss(args):
 # --- the largest net ---------------------------------------------------------
 
 def part_headline(args):
+  import jax
   import optax
 
   import amc_jax
@@ -458,7 +467,7 @@ def part_headline(args):
   ladder = []
   for width in args.widths:
     params, loss = mlp(width)
-    n = sum(x.size for x in __import__("jax").tree_util.tree_leaves(params))
+    n = sum(x.size for x in jax.tree_util.tree_leaves(params))
     adam = grad_memory(optax.adam(1e-3), params, loss)["total"]
     mc = mc_memory(amc_jax.amc(1e-3, proposal_batch_size=1), params, loss)["total"]
     ladder.append({"width": width, "params": n, "adam_gib": adam / GiB, "amc_b1_gib": mc / GiB})

@@ -321,9 +321,14 @@ def one_try(
     current: jax.Array,
     temperature: jax.Array,
     cold: bool,
+    keep_move: bool = True,
 ) -> tuple[Trial, acceptance.Decision]:
-  """One trial move and the Metropolis(-Hastings) test: Section III's step 2."""
-  trial = propose_and_evaluate(proposal_key, proposal, state, params, scales, value_fn, signal_norm)
+  """One trial move and the Metropolis(-Hastings) test: Section III's step 2.
+
+  ``keep_move=False``: the trial's move is None (:func:`one_try_redrawn`)."""
+  trial = propose_and_evaluate(
+      proposal_key, proposal, state, params, scales, value_fn, signal_norm, keep_move
+  )
   decision = acceptance.metropolis_decision(
       accept_key, current, trial.loss, temperature, trial.log_ratio, cold=cold
   )
@@ -351,11 +356,9 @@ def one_try_redrawn(
   versions of the model", and no move. The price is a second draw on each
   accepted step.
   """
-  trial = propose_and_evaluate(
-      proposal_key, proposal, state, params, scales, value_fn, signal_norm, keep_move=False
-  )
-  decision = acceptance.metropolis_decision(
-      accept_key, current, trial.loss, temperature, trial.log_ratio, cold=cold
+  trial, decision = one_try(
+      proposal_key, accept_key, proposal, state, params, scales, value_fn, signal_norm,
+      current, temperature, cold, keep_move=False,
   )
 
   def redraw():
