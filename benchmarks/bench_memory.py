@@ -33,10 +33,11 @@ wide, 12 heads, vocabulary 50257, tied embeddings: 124M params; sequence
 
 ``--part rss``: peak RSS (``/usr/bin/time -v``) of short real runs in fresh
 processes on the MLP: one loss evaluation; 5 steps of ``amc_jax.fit(
-metropolis(1e-3))`` from the caller's params (which fit copies before it
-donates its own); from an init function with ``proposal_batch_size=1``; and
-5 steps of the README's hand-written donated step with
-``proposal_batch_size=1``.
+metropolis(1e-3))`` from the caller's params, which fit copies before it
+donates its own (``fit``) or trains in directly (``fit(..., donate=True)``),
+each also with ``proposal_batch_size=1``; from an init function with
+``proposal_batch_size=1``; and 5 steps of the README's hand-written donated
+step with ``proposal_batch_size=1``.
 
 ``--part headline``: the largest MLP (784-Wx3-10, batch 8) whose step fits
 ``--budget-gib`` (18 GiB of this 24 GiB machine) by its compiled memory, for Adam and for aMC (epsilon 0,
@@ -392,7 +393,7 @@ RSS_SCRIPT = """
 import sys, time, jax, jax.numpy as jnp, optax, amc_jax
 from benchmarks.bench_memory import mlp
 mode, width, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-b = 1 if mode in ("fit init b=1", "step b=1") else None
+b = 1 if mode.endswith("b=1") else None
 sigma = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
 tx = amc_jax.amc(sigma, proposal_batch_size=b) if mode == "step b=1" else (
     amc_jax.metropolis(sigma, proposal_batch_size=b))
@@ -400,9 +401,9 @@ t0 = time.perf_counter()
 if mode == "forward":
   params, loss = mlp(width, abstract=False)
   print("losses", [float(jax.jit(loss)(params))])
-elif mode == "fit":
+elif mode.startswith("fit") and "init" not in mode:  # from the caller's params
   params, loss = mlp(width, abstract=False)
-  r = amc_jax.fit(tx, params, loss, steps=steps, progress=False)
+  r = amc_jax.fit(tx, params, loss, steps=steps, progress=False, donate="donate" in mode)
   print("losses", list(map(float, r.history["loss"])))
 elif mode == "fit init b=1":
   abstract, loss = mlp(width)
@@ -430,6 +431,12 @@ print("seconds", time.perf_counter() - t0)
 """
 
 
+#: forward: init + one loss; fit: from the caller's params (copied, or donated
+#: with donate=True) or an init function; step: the README's donated step.
+RSS_MODES = ("forward", "fit", "fit b=1", "fit donate", "fit donate b=1", "fit init b=1",
+             "step b=1")
+
+
 def peak_rss(mode: str, width: int, steps: int = 5, sigma: float = 1e-3) -> dict:
   cmd = ["/usr/bin/time", "-v", sys.executable, "-c", RSS_SCRIPT, mode, str(width), str(steps),
          str(sigma)]
@@ -444,11 +451,11 @@ def part_rss(args):
   params, _ = mlp(args.mlp_width)
   p_mib = param_bytes(params) / MiB
   out = {"width": args.mlp_width, "P_mib": p_mib}
-  for mode in ("forward", "fit", "fit init b=1", "step b=1"):
+  for mode in RSS_MODES:
     out[mode] = peak_rss(mode, args.mlp_width)
   fwd = out["forward"]["peak_rss_mib"]
   print(f"\npeak RSS, MLP 784-{args.mlp_width}x3-10 (P = {p_mib:.1f} MiB):")
-  for mode in ("forward", "fit", "fit init b=1", "step b=1"):
+  for mode in RSS_MODES:
     r = out[mode]
     r["over_forward_in_P"] = (r["peak_rss_mib"] - fwd) / p_mib
     print(f"  {mode:14s} {r['peak_rss_mib']:8.0f} MiB  forward + {r['over_forward_in_P']:.2f} P")

@@ -174,6 +174,26 @@ def test_results_do_not_depend_on_chunk_or_log_every():
   np.testing.assert_array_equal(b.history["loss"][4::5], a.history["loss"][1::2])
 
 
+def test_donate_trains_in_the_callers_buffers_with_the_same_result():
+  # donate=True hands fit the caller's params and state (no copy): the same
+  # result bit for bit, and the caller's arrays are deleted, as with
+  # jax.jit's donate_argnums. The wrong variant, a copy, would keep them.
+  a = amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=200, batch_size=32, key=5, **KW)
+  params = jax.tree_util.tree_map(jnp.copy, PARAMS)
+  state = TX.init(params)
+  b = amc_jax.fit(TX, params, loss_fn, DATA, steps=200, batch_size=32, key=5, donate=True,
+                  opt_state=state, **KW)
+  chex.assert_trees_all_equal(a.params, b.params)
+  np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+  assert all(x.is_deleted() for x in jax.tree_util.tree_leaves(params))
+  assert all(x.is_deleted() for x in jax.tree_util.tree_leaves(state.sigma))
+  c = amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=100, batch_size=32, **KW)  # default: copies
+  assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves(PARAMS))
+  assert c.steps_taken == 100
+  with pytest.raises(TypeError, match="donate must be True or False"):
+    amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=100, donate="yes", **KW)
+
+
 def test_a_resumed_full_batch_fit_rebases_the_cached_loss():
   # A state that trained on minibatches caches a minibatch loss; a full-batch
   # fit that compared against it would be wrong. With a huge sigma every

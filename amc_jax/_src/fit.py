@@ -723,6 +723,7 @@ def fit(
     eval_every: Optional[int] = None,
     progress: Union[bool, Callable[[str], None]] = True,
     max_seconds: Optional[float] = None,
+    donate: bool = False,
 ) -> FitResult:
   r"""Trains ``params`` with ``tx`` for ``steps`` steps in compiled chunks.
 
@@ -860,6 +861,12 @@ def fit(
       (overshooting by up to about one chunk, which was already running) and
       ``FitResult.steps_taken`` says where; the history ends there. ``None``
       runs all ``steps``.
+    donate: ``True`` hands the buffers of the ``params`` and ``opt_state`` you
+      pass to fit, as ``jax.jit``'s ``donate_argnums`` does: the compiled
+      chunks train in them, saving the copy of each that fit otherwise makes
+      to keep the caller's arrays valid (one P of memory for the params). Your
+      arrays are deleted; use ``FitResult.params``. No effect when ``params`` is an init function,
+      whose params fit owns anyway.
 
   Returns:
     A :class:`FitResult` ``(params, opt_state, history, best_chain, steps_taken)``.
@@ -884,12 +891,12 @@ def fit(
   started = time.perf_counter()
   steps, data, n_examples, batch_size, progressive, eval_every = _check_arguments(
       tx, loss_fn, steps, data, batch_size, progressive, eval_fn, eval_every, progress,
-      max_seconds,
+      max_seconds, donate,
   )
   key = base.as_key(key, "key")
   schedule = _schedule(steps, chunk, log_every, eval_fn, eval_every)
   params, opt_state, ensemble = _prepare(tx, params, opt_state, n_chains,
-                                         jax.random.fold_in(key, 1))
+                                         jax.random.fold_in(key, 1), donate)
   spec, opt_state, feed = _configure(
       tx, loss_fn, params, opt_state, data, n_examples, key, batch_size=batch_size,
       progressive=progressive, sequential=sequential, ensemble=ensemble,
@@ -909,7 +916,7 @@ def fit(
 
 
 def _check_arguments(tx, loss_fn, steps, data, batch_size, progressive, eval_fn, eval_every,
-                     progress, max_seconds):
+                     progress, max_seconds, donate):
   """Validates fit's arguments; returns the normalised ``(steps, data (on the
   device), n_examples, batch_size, progressive, eval_every)``."""
   if not (hasattr(tx, "init") and hasattr(tx, "update")):
@@ -919,6 +926,8 @@ def _check_arguments(tx, loss_fn, steps, data, batch_size, progressive, eval_fn,
   steps = trees.check_int("steps", steps, 1)
   if max_seconds is not None:
     base.check_positive("max_seconds", max_seconds)
+  if not isinstance(donate, bool):
+    raise TypeError(f"donate must be True or False, got {donate!r}.")
   if not isinstance(progress, bool) and not callable(progress):
     raise TypeError(f"progress must be a bool or a callable, got {progress!r}.")
   n_examples = 0
@@ -988,25 +997,27 @@ def _schedule(steps, chunk, log_every, eval_fn, eval_every) -> _Schedule:
   return _Schedule(chunk, log_every, eval_every, lengths)
 
 
-def _prepare(tx, params, opt_state, n_chains, init_key):
-  """The params (drawn by an init function, or copies of the caller's, which
-  fit donates) and the optimizer state; ``(params, opt_state, ensemble)``."""
+def _prepare(tx, params, opt_state, n_chains, init_key, donate):
+  """The params (drawn by an init function, or the caller's: copies, unless
+  ``donate``, since fit donates them to its chunks) and the optimizer state;
+  ``(params, opt_state, ensemble)``."""
+  own = (lambda tree: tree) if donate else _own
   ensemble = n_chains is not None
   if ensemble:
     n_chains = trees.check_int("n_chains", n_chains, 1)
     if callable(params):
       params = jax.vmap(params)(jax.random.split(init_key, n_chains))
     else:
-      params = _own(params)
+      params = own(params)
     _check_chain_axis(params, n_chains)
   elif callable(params):
     params = params(init_key)
   else:
-    params = _own(params)
+    params = own(params)
   if opt_state is None:
     opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
   else:
-    opt_state = _own(opt_state)
+    opt_state = own(opt_state)
   return params, opt_state, ensemble
 
 
