@@ -321,6 +321,72 @@ def _acceptance_probability(accepted, bad, mean, temperature, log_ratio, dtype, 
                                       accepted.astype(dtype)))
 
 
+class _Carry(NamedTuple):
+  """The sequential test's loop state: chunks read, sums of the differences,
+  the caches, and whether (and how) it has decided."""
+
+  i: jax.Array  # chunks read
+  s1: jax.Array  # sum of U_k(x') - U_k(x) over the examples read
+  s2: jax.Array  # sum of their squares
+  n: jax.Array  # examples read
+  cache: jax.Array  # per-example losses at x (state.losses, filled as read)
+  known: jax.Array  # chunks whose losses at x are cached
+  trial: jax.Array  # per-example losses at x' read
+  seen: jax.Array  # chunks read in this test
+  evaluated: jax.Array  # loss evaluations, in examples
+  done: jax.Array
+  accepted: jax.Array
+  bad: jax.Array  # a non-finite trial loss was read
+
+
+def _read_chunk(carry: _Carry, c, chunk_fn, params, trial_params, rows, size, dtype) -> _Carry:
+  """Reads chunk ``c``: U at x' (and at x unless cached), the differences'
+  sums, the caches."""
+  trial_c = _evaluate_chunk(chunk_fn, trial_params, c, size, dtype)
+  was_known = carry.known[c]
+  current_c = lax.cond(
+      was_known,
+      lambda: carry.cache[c],
+      lambda: _evaluate_chunk(chunk_fn, params, c, size, dtype),
+  )
+  mask = rows[c]
+  d = jnp.where(mask, trial_c - current_c, jnp.zeros_like(trial_c))
+  return carry._replace(
+      i=carry.i + 1,
+      s1=carry.s1 + jnp.sum(d),
+      s2=carry.s2 + jnp.sum(d * d),
+      n=carry.n + jnp.sum(mask).astype(jnp.int32),
+      cache=carry.cache.at[c].set(current_c),
+      known=carry.known.at[c].set(True),
+      trial=carry.trial.at[c].set(trial_c),
+      seen=carry.seen.at[c].set(True),
+      evaluated=carry.evaluated + jnp.where(was_known, size, 2 * size).astype(jnp.int32),
+      bad=carry.bad | jnp.any(mask & ~jnp.isfinite(trial_c)),
+  )
+
+
+def _outcome(state: SequentialState, carry: _Carry, rows, temperature, log_ratio,
+             finite_move, dtype, cold) -> Outcome:
+  """The decision, the losses it read and the state after the test."""
+  accepted, bad, n = carry.accepted, carry.bad, carry.n
+  read = rows & carry.seen[:, None]
+  trial_loss = jnp.where(bad | ~finite_move, jnp.nan, _masked_mean(carry.trial, read))
+  prob = _acceptance_probability(accepted, bad, carry.s1 / n.astype(dtype), temperature,
+                                 log_ratio, dtype, cold)
+  after = state._replace(
+      losses=jnp.where(accepted, carry.trial, carry.cache),
+      known=jnp.where(accepted, carry.seen, carry.known),
+      used=n,
+      evaluated=carry.evaluated,
+  )
+  return Outcome(
+      decision=acceptance.Decision(accepted=accepted, acceptance_probability=prob.astype(dtype)),
+      current_loss=_masked_mean(carry.cache, read),
+      trial_loss=trial_loss,
+      state=after,
+  )
+
+
 def decide(
     key: jax.Array,
     state: SequentialState,
@@ -341,94 +407,43 @@ def decide(
   as in :func:`~amc_jax.metropolis_decision`, so that a test that reads every
   chunk makes the full-batch decision with the same random numbers.
   """
-  losses, known = state.losses, state.known
-  chunks, size = losses.shape
-  dtype = losses.dtype
+  chunks, size = state.losses.shape
+  dtype = state.losses.dtype
   rows = _rows(state)
-  n_total = state.num_examples
   order = jax.random.permutation(jax.random.fold_in(key, 1), chunks)
   threshold = _threshold(key, temperature, log_ratio, dtype, cold)
-  n_float = n_total.astype(dtype)
+  n_float = state.num_examples.astype(dtype)
   # The looks that may stop before the whole data set share the error budget.
   early_looks = jnp.sum(state.looks[:-1].astype(jnp.int32))
 
   def exact(cache, trial):
     """The full-batch decision, from the means over every example."""
     current = _masked_mean(cache, rows)
-    proposed = _masked_mean(trial, rows)
-    proposed = jnp.where(finite_move, proposed, jnp.nan)
-    if cold:
-      d = acceptance.metropolis_decision(key, current, proposed, temperature, cold=True)
-    else:
-      d = acceptance.metropolis_decision(key, current, proposed, temperature, log_ratio)
-    return d.accepted
+    proposed = jnp.where(finite_move, _masked_mean(trial, rows), jnp.nan)
+    return acceptance.metropolis_decision(
+        key, current, proposed, temperature, 0.0 if cold else log_ratio, cold=cold).accepted
 
   def body(carry):
-    i, s1, s2, n, cache, known, trial, seen, evaluated, _, _, bad = carry
-    c = order[i]
-    trial_c = _evaluate_chunk(chunk_fn, trial_params, c, size, dtype)
-    was_known = known[c]
-    current_c = lax.cond(
-        was_known,
-        lambda: cache[c],
-        lambda: _evaluate_chunk(chunk_fn, params, c, size, dtype),
-    )
-    mask = rows[c]
-    d = jnp.where(mask, trial_c - current_c, jnp.zeros_like(trial_c))
-    bad = bad | jnp.any(mask & ~jnp.isfinite(trial_c))
-    s1 = s1 + jnp.sum(d)
-    s2 = s2 + jnp.sum(d * d)
-    n = n + jnp.sum(mask).astype(jnp.int32)
-    cache = cache.at[c].set(current_c)
-    known = known.at[c].set(True)
-    trial = trial.at[c].set(trial_c)
-    seen = seen.at[c].set(True)
-    evaluated = evaluated + jnp.where(was_known, size, 2 * size).astype(jnp.int32)
-    i = i + 1
-
+    carry = _read_chunk(carry, order[carry.i], chunk_fn, params, trial_params, rows, size,
+                        dtype)
     # One look: is the mean of the differences clearly on one side?
-    stat = _t_statistic(s1, s2, n.astype(dtype), n_float, threshold)
-    t = critical_value(state.confidence, early_looks, n)
-    enough = (n >= MIN_EXAMPLES) & state.looks[i - 1]
+    stat = _t_statistic(carry.s1, carry.s2, carry.n.astype(dtype), n_float, threshold)
+    t = critical_value(state.confidence, early_looks, carry.n)
+    enough = (carry.n >= MIN_EXAMPLES) & state.looks[carry.i - 1]
     below, above = enough & (stat < -t), enough & (stat > t)
-    everything = i >= chunks
+    everything = carry.i >= chunks
     # The exact decision reads all N cached losses: only on the last look.
-    full = lax.cond(everything, exact, lambda *_: jnp.zeros([], bool), cache, trial)
-    accepted = jnp.where(everything, full, below) & ~bad & finite_move
-    done = bad | everything | below | above | ~finite_move
-    return i, s1, s2, n, cache, known, trial, seen, evaluated, done, accepted, bad
+    full = lax.cond(everything, exact, lambda *_: jnp.zeros([], bool), carry.cache, carry.trial)
+    accepted = jnp.where(everything, full, below) & ~carry.bad & finite_move
+    done = carry.bad | everything | below | above | ~finite_move
+    return carry._replace(done=done, accepted=accepted)
 
-  zero = jnp.zeros([], dtype)
-  init = (
-      jnp.zeros([], jnp.int32), zero, zero, jnp.zeros([], jnp.int32),
-      losses, known, jnp.zeros_like(losses), jnp.zeros_like(known),
-      jnp.zeros([], jnp.int32), jnp.zeros([], bool), jnp.zeros([], bool), jnp.zeros([], bool),
-  )
-  _, s1, _, n, cache, known, trial, seen, evaluated, _, accepted, bad = lax.while_loop(
-      lambda carry: ~carry[9], body, init
-  )
-
-  read = rows & seen[:, None]
-  current_loss = _masked_mean(cache, read)
-  trial_loss = jnp.where(bad | ~finite_move, jnp.nan, _masked_mean(trial, read))
-  prob = _acceptance_probability(accepted, bad, s1 / n.astype(dtype), temperature, log_ratio,
-                                 dtype, cold)
-  after = SequentialState(
-      losses=jnp.where(accepted, trial, cache),
-      known=jnp.where(accepted, seen, known),
-      num_examples=state.num_examples,
-      confidence=state.confidence,
-      used=n,
-      evaluated=evaluated,
-      growth=state.growth,
-      looks=state.looks,
-  )
-  return Outcome(
-      decision=acceptance.Decision(accepted=accepted, acceptance_probability=prob.astype(dtype)),
-      current_loss=current_loss,
-      trial_loss=trial_loss,
-      state=after,
-  )
+  zero, no = jnp.zeros([], dtype), jnp.zeros([], bool)
+  count = jnp.zeros([], jnp.int32)
+  init = _Carry(count, zero, zero, count, state.losses, state.known,
+                jnp.zeros_like(state.losses), jnp.zeros_like(state.known), count, no, no, no)
+  carry = lax.while_loop(lambda carry: ~carry.done, body, init)
+  return _outcome(state, carry, rows, temperature, log_ratio, finite_move, dtype, cold)
 
 
 def cached_loss(state: SequentialState) -> jax.Array:
