@@ -331,18 +331,47 @@ def correspondence(
   """
   tau = drift_per_step(sigma, temperature)
   t = _check_static_temperature(temperature)
+  n_chains, mc_steps, n_records, n_kept = _check_counts(n_chains, mc_steps, n_records, n_kept)
+  per_record = mc_steps // n_records
+  alpha, ratio, gd_per_record = _gradient_schedule(tau, learning_rate, per_record)
+  if not jax.tree_util.tree_leaves(params):
+    raise ValueError("params must contain at least one array; got an empty pytree.")
+  value = (lambda p, d: loss_fn(p, d)) if data is not None else (lambda p, d: loss_fn(p))
+  gd_tx = normalized_sgd(alpha) if t == 0.0 else optax.sgd(alpha)
+  x0 = _flat(params, 0)
+  gd = _gd_records(gd_tx, params, value, data, gd_per_record, n_records)
+  gd_dev = [np.asarray(_flat(p, 0) - x0, np.float64) for p in gd["params"]]
+
+  def on_record(r, row, acceptance):
+    if progress is not None:
+      delta = np.mean(np.square(gd_dev[r] - row["mean_dev"]))
+      progress(f"record {r}/{n_records}: t = {r * per_record * tau:.4g},"
+               f" Delta = {delta:.3g}, acceptance = {acceptance:.3f}")
+
+  mc = _mc_records(amc_lib.metropolis(sigma, t, seed=0), params, value, data, seed,
+                   n_chains=n_chains, per_record=per_record, n_records=n_records,
+                   n_kept=n_kept, on_record=on_record)
+  return _result(mc, gd, gd_dev, params, tau=tau, per_record=per_record,
+                 gd_per_record=gd_per_record, ratio=ratio, alpha=alpha, n_chains=n_chains,
+                 n_kept=n_kept)
+
+
+def _check_counts(n_chains, mc_steps, n_records, n_kept):
   base.check_count("n_chains", n_chains)
   base.check_count("mc_steps", mc_steps)
   base.check_count("n_records", n_records)
   if isinstance(n_kept, bool) or not isinstance(n_kept, int) or n_kept < 0:
     raise ValueError(f"n_kept must be an integer >= 0, got {n_kept!r}.")
   n_chains, mc_steps, n_records = int(n_chains), int(mc_steps), int(n_records)
-  n_kept = min(n_kept, n_chains)
   if mc_steps % n_records:
     raise ValueError(
         f"mc_steps ({mc_steps}) must be a multiple of n_records ({n_records})."
     )
-  per_record = mc_steps // n_records
+  return n_chains, mc_steps, n_records, min(n_kept, n_chains)
+
+
+def _gradient_schedule(tau, learning_rate, per_record):
+  """(alpha, gradient steps per Monte Carlo step, gradient steps per record)."""
   if learning_rate is None:
     alpha = tau
   else:
@@ -357,99 +386,95 @@ def correspondence(
         f" steps (tau / learning_rate = {ratio:g} gradient steps per Monte Carlo"
         " step); choose mc_steps / n_records so that this is a whole number >= 1."
     )
-  leaves = jax.tree_util.tree_leaves(params)
-  if not leaves:
-    raise ValueError("params must contain at least one array; got an empty pytree.")
+  return alpha, ratio, gd_per_record
 
-  with_data = data is not None
-  value = (lambda p, d: loss_fn(p, d)) if with_data else (lambda p, d: loss_fn(p))
-  tx = amc_lib.metropolis(sigma, t, seed=0)
-  gd_tx = normalized_sgd(alpha) if t == 0.0 else optax.sgd(alpha)
-  ens_params = jax.tree_util.tree_map(
-      lambda x: jnp.broadcast_to(jnp.asarray(x), (n_chains,) + jnp.shape(x)), params
-  )
-  state = ensemble.init_ensemble(tx, ens_params, seed)
-  gd_params = jax.tree_util.tree_map(jnp.asarray, params)
-  gd_state = gd_tx.init(gd_params)
 
-  def record(ens_params, losses, gd_params, d):
-    # Deviations from gradient descent, so that Delta is exactly 0 at t = 0
-    # and keeps its precision when the ensemble mean is close to it.
-    gd_flat = _flat(gd_params, 0)
-    dev = _flat(ens_params, 1) - gd_flat[None]  # [M, N]
-    mean_dev = jnp.mean(dev, axis=0)
-    losses = losses.astype(mean_dev.dtype)
-    return {
-        "mc_mean": _unflat(gd_flat + mean_dev, gd_params),
-        "mc_chains": jax.tree_util.tree_map(lambda x: x[:n_kept], ens_params),
-        "gd": gd_params,
-        "delta": jnp.mean(jnp.square(mean_dev)),
-        "delta_floor": jnp.mean(jnp.var(dev, axis=0)) / n_chains,
-        "mc_loss_mean": jnp.mean(losses),
-        "mc_loss_std": jnp.std(losses),
-        "mc_loss_chains": losses[:n_kept],
-        "gd_loss": value(gd_params, d),
-    }
+def _fit(tx, params, value, data, *, steps, per_record, eval_fn, **kwargs):
+  """``amc_jax.fit`` in full batch, one chunk and one evaluation per record."""
+  from amc_jax._src import fit as fit_lib  # fit is the loop above this module's analysis
 
-  def mc_step(p, s, d):
-    updates, s = tx.update(None, s, p, value_fn=lambda q: value(q, d))
-    return optax.apply_updates(p, updates), s
+  loss = (lambda p, d: value(p, d)) if data is not None else (lambda p: value(p, None))
+  return fit_lib.fit(tx, params, loss, data, steps=steps, chunk=per_record,
+                     log_every=per_record, eval_fn=eval_fn, eval_every=per_record,
+                     progress=False, **kwargs)
+
+
+def _gd_records(gd_tx, params, value, data, gd_per_record, n_records):
+  """Gradient descent through :func:`amc_jax.fit`: its params and loss at
+  every record (the first at t = 0)."""
+  loss_at = jax.jit(value)
+  params = jax.tree_util.tree_map(jnp.asarray, params)
+  records = [(jax.tree_util.tree_map(jnp.copy, params), loss_at(params, data))]
+  record = lambda p: (jax.tree_util.tree_map(jnp.copy, p), loss_at(p, data))
+  result = _fit(gd_tx, params, value, data, steps=gd_per_record * n_records,
+                per_record=gd_per_record, eval_fn=record)
+  records += [(jax.tree_util.tree_map(lambda x, i=i: x[i], result.history["eval"][0]),
+               result.history["eval"][1][i]) for i in range(n_records)]
+  return {"params": [jax.device_get(p) for p, _ in records],
+          "loss": np.asarray([loss for _, loss in records])}
+
+
+def _mc_records(tx, params, value, data, seed, *, n_chains, per_record, n_records, n_kept,
+                on_record):
+  """The ensemble of chains through :func:`amc_jax.fit`: at every record the
+  mean deviation from the common start, the variance summed over params, the
+  kept chains, each chain's loss and the acceptance."""
+  x0 = _flat(params, 0)
 
   @jax.jit
-  def advance(ens_params, state, gd_params, gd_state, d):
-    def mc_body(carry, _):
-      p, s = carry
-      return jax.vmap(mc_step, in_axes=(0, 0, None))(p, s, d), None
+  def summary(ens_params):
+    # Deviations from the common start: Delta is exactly 0 at t = 0 and keeps
+    # its precision when the ensemble mean is close to gradient descent.
+    dev = _flat(ens_params, 1) - x0[None]  # [M, N]
+    return {"mean_dev": jnp.mean(dev, axis=0), "var": jnp.mean(jnp.var(dev, axis=0)),
+            "chains": jax.tree_util.tree_map(lambda x: x[:n_kept], ens_params)}
 
-    n0 = jnp.sum(state_lib.monte_carlo_state(state).n_accept)
-    (ens_params, state), _ = jax.lax.scan(mc_body, (ens_params, state), None, length=per_record)
+  ens_params = jax.tree_util.tree_map(
+      lambda x: jnp.broadcast_to(jnp.asarray(x), (n_chains,) + jnp.shape(x)), params)
+  first = jax.device_get(summary(ens_params))
+  first_loss = np.full(n_chains, np.asarray(jax.jit(value)(params, data)))
+  on_record(0, first, float("nan"))
+  rows = []
 
-    def gd_body(carry, _):
-      p, s = carry
-      grads = jax.grad(lambda q: value(q, d))(p)
-      updates, s = gd_tx.update(grads, s, p)
-      return (optax.apply_updates(p, updates), s), None
+  def record(ens_params):
+    rows.append(jax.device_get(summary(ens_params)))
+    return None
 
-    (gd_params, gd_state), _ = jax.lax.scan(
-        gd_body, (gd_params, gd_state), None, length=gd_per_record
-    )
-    accepted = (jnp.sum(state_lib.monte_carlo_state(state).n_accept) - n0).astype(jnp.float32) / (per_record * n_chains)
-    losses = state_lib.monte_carlo_state(state).loss
-    return ens_params, state, gd_params, gd_state, record(ens_params, losses, gd_params, d), accepted
+  result = _fit(tx, ens_params, value, data, steps=per_record * n_records,
+                per_record=per_record, eval_fn=record, n_chains=n_chains,
+                opt_state=ensemble.init_ensemble(tx, ens_params, seed), donate=True)
+  acceptance = np.concatenate([[np.nan], np.mean(result.history["acceptance"], axis=1)])
+  for r, row in enumerate(rows):
+    on_record(r + 1, row, float(acceptance[r + 1]))
+  losses = np.concatenate([first_loss[None], result.history["loss"]])
+  return {"rows": [first] + rows, "loss": losses, "acceptance": acceptance}
 
-  # After a step, each chain's state caches U of its params (batch mode), so
-  # only the initial losses are evaluated here.
-  initial_losses = jax.jit(jax.vmap(value, in_axes=(0, None)))(ens_params, data)
-  rows = [jax.device_get(jax.jit(record)(ens_params, initial_losses, gd_params, data))]
-  acceptance = [float("nan")]
-  for r in range(n_records):
-    ens_params, state, gd_params, gd_state, row, acc = advance(
-        ens_params, state, gd_params, gd_state, data
-    )
-    rows.append(jax.device_get(row))
-    acceptance.append(float(acc))
-    if progress is not None:
-      progress(
-          f"record {r + 1}/{n_records}: t = {(r + 1) * per_record * tau:.4g},"
-          f" Delta = {float(row['delta']):.3g}, acceptance = {acceptance[-1]:.3f}"
-      )
 
-  stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *rows)
-  steps = np.arange(n_records + 1) * per_record
+def _result(mc, gd, gd_dev, params, *, tau, per_record, gd_per_record, ratio, alpha, n_chains,
+            n_kept):
+  """The :class:`CorrespondenceResult` of the records."""
+  n = len(mc["rows"])
+  mean_dev = np.stack([np.asarray(row["mean_dev"], np.float64) for row in mc["rows"]])
+  x0 = np.asarray(_flat(params, 0), np.float64)
+  dtype = np.asarray(mc["rows"][0]["mean_dev"]).dtype
+  stack = lambda trees: jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
+  losses = np.asarray(mc["loss"], np.float64)
+  steps = np.arange(n) * per_record
   return CorrespondenceResult(
       time=steps * tau,
       mc_steps=steps,
-      gd_steps=np.arange(n_records + 1) * gd_per_record,
-      mc_mean=stacked["mc_mean"],
-      mc_chains=stacked["mc_chains"],
-      gd=stacked["gd"],
-      delta=stacked["delta"],
-      delta_floor=stacked["delta_floor"],
-      mc_loss_mean=stacked["mc_loss_mean"],
-      mc_loss_std=stacked["mc_loss_std"],
-      mc_loss_chains=stacked["mc_loss_chains"],
-      gd_loss=stacked["gd_loss"],
-      acceptance=np.asarray(acceptance),
+      gd_steps=np.arange(n) * gd_per_record,
+      mc_mean=stack([jax.device_get(_unflat(jnp.asarray((x0 + d).astype(dtype)), params))
+                     for d in mean_dev]),
+      mc_chains=stack([row["chains"] for row in mc["rows"]]),
+      gd=stack(gd["params"]),
+      delta=np.mean(np.square(np.stack(gd_dev) - mean_dev), axis=1).astype(dtype),
+      delta_floor=np.asarray([row["var"] for row in mc["rows"]]) / n_chains,
+      mc_loss_mean=np.mean(losses, axis=1).astype(dtype),
+      mc_loss_std=np.std(losses, axis=1).astype(dtype),
+      mc_loss_chains=mc["loss"][:, :n_kept],
+      gd_loss=gd["loss"],
+      acceptance=mc["acceptance"],
       gd_steps_per_mc_step=ratio,
       learning_rate=alpha,
   )
