@@ -342,13 +342,11 @@ def one_try_redrawn(
     state: AMCState,
     params: PyTree,
     scales: Optional[PyTree],
-    value_fn: Callable[[PyTree], Any],
-    signal_norm: bool,
-    current: jax.Array,
-    temperature: jax.Array,
-    cold: bool,
+    *rest: Any,
 ) -> tuple[Trial, acceptance.Decision]:
-  """:func:`one_try` that keeps no move (``proposal_batch_size=1`` with one trial).
+  """:func:`one_try` that keeps no move (``proposal_batch_size=1`` with one
+  trial); ``rest`` is :func:`one_try`'s ``value_fn, signal_norm, current,
+  temperature, cold``.
 
   The move is dropped once the trial point is built, and drawn again from the
   same key, the same bits, only if the step accepts it: while the loss is
@@ -356,10 +354,8 @@ def one_try_redrawn(
   versions of the model", and no move. The price is a second draw on each
   accepted step.
   """
-  trial, decision = one_try(
-      proposal_key, accept_key, proposal, state, params, scales, value_fn, signal_norm,
-      current, temperature, cold, keep_move=False,
-  )
+  trial, decision = one_try(proposal_key, accept_key, proposal, state, params, scales, *rest,
+                            keep_move=False)
 
   def redraw():
     return propose(proposal_key, proposal, state, params, scales)[0]

@@ -105,41 +105,43 @@ def _describe(x) -> str:
   return f"{jnp.result_type(x)}{list(jnp.shape(x))}"
 
 
-def check_like(reference: PyTree, params: PyTree) -> None:
-  """Raises unless ``params`` has the structure, shapes and dtypes of ``reference``."""
-  found = _first_mismatch(reference, params)
+def _check_match(reference: PyTree, tree: PyTree, structure: Callable[[], str],
+                 leaf: Callable[[str, str, str], str]) -> None:
+  """Raises ``ValueError(structure())`` if ``tree``'s structure differs from
+  ``reference``'s, ``ValueError(leaf(name, expected, got))`` for the first
+  leaf of another shape or dtype."""
+  found = _first_mismatch(reference, tree)
   if found is None:
     return
   kind, path, pair = found
   if kind == "structure":
-    raise ValueError(
-        "params passed to update must have the structure of the params given to"
-        f" init; got {jax.tree_util.tree_structure(params)}, expected"
-        f" {jax.tree_util.tree_structure(reference)}."
-    )
-  raise ValueError(
-      f"params leaf {trees.leaf_name(path)} is {_describe(pair[1])} but the state was"
-      f" initialised for {_describe(pair[0])}."
+    raise ValueError(structure())
+  raise ValueError(leaf(trees.leaf_name(path), _describe(pair[0]), _describe(pair[1])))
+
+
+def check_like(reference: PyTree, params: PyTree) -> None:
+  """Raises unless ``params`` has the structure, shapes and dtypes of ``reference``."""
+  _check_match(
+      reference, params,
+      lambda: ("params passed to update must have the structure of the params given to"
+               f" init; got {jax.tree_util.tree_structure(params)}, expected"
+               f" {jax.tree_util.tree_structure(reference)}."),
+      lambda name, expected, got: (f"params leaf {name} is {got} but the state was"
+                                   f" initialised for {expected}."),
   )
 
 
 def check_move(move: PyTree, params: PyTree) -> None:
   """Raises unless a proposal's ``move`` is shaped and typed like ``params``."""
-  found = _first_mismatch(params, move)
-  if found is None:
-    return
-  kind, path, pair = found
-  if kind == "structure":
-    raise ValueError(
-        "proposal.propose must return a move with the pytree structure of the"
-        f" params; got {jax.tree_util.tree_structure(move)}, params are"
-        f" {jax.tree_util.tree_structure(params)}."
-    )
-  raise ValueError(
-      f"proposal.propose returned the move leaf {trees.leaf_name(path)} as"
-      f" {_describe(pair[1])}; the params leaf is {_describe(pair[0])} (a move"
-      " must match it exactly, so that params + move rounds like"
-      " optax.apply_updates)."
+  _check_match(
+      params, move,
+      lambda: ("proposal.propose must return a move with the pytree structure of the"
+               f" params; got {jax.tree_util.tree_structure(move)}, params are"
+               f" {jax.tree_util.tree_structure(params)}."),
+      lambda name, expected, got: (
+          f"proposal.propose returned the move leaf {name} as {got}; the params leaf is"
+          f" {expected} (a move must match it exactly, so that params + move rounds like"
+          " optax.apply_updates)."),
   )
 
 
