@@ -86,16 +86,16 @@ def test_epsilon_zero_keeps_no_params_sized_state():
 def test_fit_donates_params_and_state_to_its_chunks():
   # The compiled chunk aliases its params and state outputs to their inputs:
   # a chunk holds one copy of them, not two; the caller's arrays stay valid.
-  from amc_jax._src import fit as fit_lib
+  from amc_jax._src import chunks as chunks_lib
 
   tx = amc_jax.amc(1e-2)
-  before = fit_lib._run_chunk._cache_size()
+  before = chunks_lib.run_chunk._cache_size()
   result = amc_jax.fit(tx, PARAMS, broadcast_loss, steps=20, chunk=10, progress=False)
-  assert fit_lib._run_chunk._cache_size() == before + 1
-  spec = fit_lib._Spec(tx=fit_lib._Ref(tx), loss_fn=fit_lib._Ref(broadcast_loss), mode="none",
+  assert chunks_lib.run_chunk._cache_size() == before + 1
+  spec = chunks_lib.Spec(tx=chunks_lib.Ref(tx), loss_fn=chunks_lib.Ref(broadcast_loss), mode="none",
                        batch_size=0, monte_carlo=True, extra_args=True, ensemble=False)
   ts = jnp.zeros((1, 10), jnp.int32)
-  compiled = fit_lib._run_chunk.lower(
+  compiled = chunks_lib.run_chunk.lower(
       PARAMS, result.opt_state, None, jax.random.key(0), ts, spec=spec
   ).compile()
   params_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(PARAMS))

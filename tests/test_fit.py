@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import amc_jax
-from amc_jax._src import fit as fit_lib
+from amc_jax._src import chunks as chunks_lib
 
 N = 256
 
@@ -309,13 +309,13 @@ def test_progress_lines_and_silence(capsys, monkeypatch):
 def count_dispatches(monkeypatch):
   """Counts calls of the compiled chunk; returns (calls, the real jitted chunk)."""
   calls = []
-  real = fit_lib._run_chunk
+  real = chunks_lib.run_chunk
 
   def counting(*args, **kwargs):
     calls.append(kwargs["spec"].ensemble)
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(fit_lib, "_run_chunk", counting)
+  monkeypatch.setattr(chunks_lib, "run_chunk", counting)
   return calls, real
 
 
@@ -336,7 +336,7 @@ def test_one_compiled_program_per_chunk_length_and_none_on_a_second_fit(monkeypa
 def test_m_chains_cost_one_program_and_one_dispatch_per_chunk(monkeypatch):
   # M separate runs would cost M dispatches per chunk (and M compilations for
   # M transformations); the ensemble costs what one chain costs. The time per
-  # chain is measured in benchmarks/bench_fit.py.
+  # chain is measured in benchmarks/speed/fit.py.
   calls, chunk_fn = count_dispatches(monkeypatch)
   before = chunk_fn._cache_size()
   for m in (4, 32):
@@ -440,7 +440,7 @@ CLASSIFY_KW = dict(chunk=100, log_every=1, progress=False)
 def test_progressive_batching_doubles_when_the_error_falls_and_resets_sigma():
   # Start from a classifier that is wrong on every point.
   params = {"w": jnp.asarray([-1.0, 1.0]), "b": jnp.zeros(())}
-  chunk_fn = fit_lib._run_chunk
+  chunk_fn = chunks_lib.run_chunk
   before = chunk_fn._cache_size()
   result = amc_jax.fit(
       CLASSIFY_TX, params, logistic_loss, CLASSIFY, steps=800,

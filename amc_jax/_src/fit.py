@@ -7,10 +7,10 @@ optimizer and stepped with ``jax.value_and_grad``, so aMC and Adam run through
 the same loop. Steps run on device in compiled chunks; the host only logs,
 evaluates and draws the progress bar between chunks.
 
-The compiled chunk is a module-level ``jax.jit`` whose static arguments are the
+The compiled programs are in :mod:`amc_jax._src.chunks`, keyed by the
 transformation and the loss (held by identity), so a second :func:`fit` with
 the same ``tx`` and ``loss_fn`` (resuming, or a benchmark repeat) compiles
-nothing. jit's cache holds on to them until ``jax.clear_caches()``.
+nothing.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
-from amc_jax._src import ensemble as ensemble_lib
+from amc_jax._src import chunks
 from amc_jax._src import replicas as replicas_lib
 from amc_jax._src import sequential as sequential_lib
 from amc_jax._src import state as state_lib
@@ -160,279 +158,9 @@ def select_chain(tree: PyTree, index: int) -> PyTree:
   return trees.take(tree, index)
 
 
-# ----------------------------------------------------------------------------
-# The compiled chunk.
-
-
-class _Ref:
-  """Hashes and compares by identity, so any object can be a static jit argument."""
-
-  __slots__ = ("obj",)
-
-  def __init__(self, obj):
-    self.obj = obj
-
-  def __hash__(self):
-    return id(self.obj)
-
-  def __eq__(self, other):
-    return isinstance(other, _Ref) and other.obj is self.obj
-
-
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-  """Everything about a chunk that is fixed at compile time."""
-
-  tx: _Ref
-  loss_fn: _Ref
-  # "none": loss_fn(params); "full": a fixed batch; "minibatch"; "sequential":
-  # the sequential test over the shuffled data, in chunks.
-  mode: str
-  batch_size: int  # minibatch size in "minibatch" mode, units per chunk in "sequential", else 0
-  monte_carlo: bool
-  extra_args: bool  # the (gradient) tx takes value=, grad=, value_fn=
-  ensemble: bool
-  # tx itself owns a leading replica axis (replica_exchange, population,
-  # population_annealing): its state's loss has one entry per replica.
-  replicas: bool = False
-  # loss_fn returns per-example losses: the loss of a batch is their mean.
-  per_example: bool = False
-  # "sequential" with a mean-form loss_fn: each unit of the test is the mean
-  # loss of a group of this many rows (0: the units are examples).
-  group: int = 0
-  # Per-example loss evaluations that make one pass over the data (1 without data).
-  pass_size: int = 1
-
-
-def _mean_loss(spec: "_Spec", loss_fn: Callable) -> Callable:
-  if not spec.per_example:
-    return loss_fn
-  return lambda *args: jnp.mean(loss_fn(*args))
-
-
-def _chunk_fn(spec: "_Spec", data: PyTree) -> Callable[[PyTree, jax.Array], jax.Array]:
-  """The sequential test's ``chunk_fn`` over the shuffled, chunk-laid data."""
-  loss_fn, size = spec.loss_fn.obj, spec.batch_size
-
-  def chunk_fn(params, c):
-    rows = jax.tree_util.tree_map(
-        lambda x: lax.dynamic_slice_in_dim(x, c * size, size), data
-    )
-    if spec.group:  # a mean-form loss, one mean per group of rows
-      return jax.vmap(lambda g: loss_fn(params, g))(rows)
-    return loss_fn(params, rows)
-
-  return chunk_fn
-
-
-def _value_fn(spec: _Spec, batch: PyTree) -> Callable[[PyTree], jax.Array]:
-  loss_fn = _mean_loss(spec, spec.loss_fn.obj)
-  if spec.mode == "none":
-    return loss_fn
-  return lambda params: loss_fn(params, batch)
-
-
-def _step_passes(spec: _Spec, opt_state, batch: PyTree) -> jax.Array:
-  """Data passes of one step: per-example loss evaluations / examples."""
-  dtype = base.loss_dtype()
-  if spec.mode == "sequential":
-    evaluated = state_lib.monte_carlo_state(opt_state).sequential.evaluated
-    return evaluated.astype(dtype) / spec.pass_size
-  if spec.mode == "full":  # all the data, or progressive batching's minibatch
-    per_step = jax.tree_util.tree_leaves(batch)[0].shape[0]
-  else:
-    per_step = spec.batch_size if spec.mode == "minibatch" else 1
-  if spec.monte_carlo and spec.mode == "minibatch":
-    per_step *= 2  # U(x) and U(x') on the step's minibatch
-  return jnp.asarray(per_step / spec.pass_size, dtype)
-
-
-def _chain_step(spec: _Spec, params, opt_state, batch):
-  """One step of one chain. Returns (params, state, loss, accepted, sigma, passes)."""
-  tx = spec.tx.obj
-  dtype = base.loss_dtype()
-  if spec.mode == "sequential":
-    updates, opt_state = tx.update(None, opt_state, params, chunk_fn=_chunk_fn(spec, batch))
-    state = state_lib.monte_carlo_state(opt_state)
-    params = optax.apply_updates(params, updates)
-    return (
-        params, opt_state, state.loss.astype(dtype), state.info.accepted,
-        state.sigma.astype(dtype), _step_passes(spec, opt_state, batch),
-    )
-  value_fn = _value_fn(spec, batch)
-  if spec.monte_carlo:
-    if spec.mode == "minibatch":
-      # Both losses on this step's minibatch: right whatever the mode of tx (a
-      # batch-mode cache holds U(x) on the previous minibatch), and as cheap
-      # as minibatch=True (two evaluations per step).
-      value = (jax.vmap(value_fn) if spec.replicas else value_fn)(params)
-    else:
-      # Same data every step: U(x) is the state's loss, which fit re-based on
-      # this data before the first step. Passing it keeps every step at one
-      # evaluation for any tx, minibatch=True included, and keeps the step's
-      # first-evaluation loop out of the program: under vmap XLA:CPU runs that
-      # loop's loss evaluation on every step (a second one per chain).
-      cached = state_lib.monte_carlo_state(opt_state)
-      value = cached.loss if cached.scales is None else (cached.loss, cached.scales)
-    updates, opt_state = tx.update(None, opt_state, params, value_fn=value_fn, value=value)
-    state = state_lib.monte_carlo_state(opt_state)
-    loss, accepted, sigma = state.loss, state.info.accepted, state.sigma
-  else:
-    loss, grads = jax.value_and_grad(value_fn)(params)
-    extra = dict(value=loss, grad=grads, value_fn=value_fn) if spec.extra_args else {}
-    updates, opt_state = tx.update(grads, opt_state, params, **extra)
-    accepted = jnp.zeros([], bool)
-    sigma = jnp.full([], jnp.nan, dtype)
-  params = optax.apply_updates(params, updates)
-  return (
-      params, opt_state, jnp.asarray(loss).astype(dtype), accepted, sigma.astype(dtype),
-      _step_passes(spec, opt_state, batch),
-  )
-
-
-def _draw_batch(spec: _Spec, data: PyTree, data_key: jax.Array, t: jax.Array) -> PyTree:
-  """The data of global step ``t``.
-
-  Minibatches are ``batch_size`` indices drawn uniformly with replacement,
-  ``jax.random.randint(jax.random.fold_in(data_key, t), ...)``, gathered from
-  the data held on device: O(batch_size) work per step, independent batches,
-  and the batch of step ``t`` depends on neither the chunking nor the
-  optimizer's keys.
-  """
-  if spec.mode != "minibatch":
-    return data
-  n = jax.tree_util.tree_leaves(data)[0].shape[0]
-  idx = jax.random.randint(jax.random.fold_in(data_key, t), (spec.batch_size,), 0, n)
-  return jax.tree_util.tree_map(
-      lambda x: x.at[idx].get(mode="promise_in_bounds"), data
-  )
-
-
-def _run_chunk_impl(params, opt_state, data, data_key, steps, *, spec: _Spec):
-  """Runs the steps ``steps`` (int32 ``[rows, log_every]``); one row per window."""
-  step = lambda p, s, b: _chain_step(spec, p, s, b)
-  if spec.ensemble:
-    step = jax.vmap(step, in_axes=(0, 0, None))  # chains share the minibatch
-  many = spec.ensemble or spec.replicas
-  lead = jax.tree_util.tree_leaves(params)[0].shape[:1] if many else ()
-  dtype = base.loss_dtype()
-
-  def one_step(carry, t):
-    params, opt_state, n_accept, _, _, passes = carry
-    batch = _draw_batch(spec, data, data_key, t)
-    params, opt_state, loss, accepted, sigma, step_passes = step(params, opt_state, batch)
-    n_accept = n_accept + accepted.astype(jnp.int32)
-    return (params, opt_state, n_accept, loss, sigma, passes + step_passes), None
-
-  def window(carry, ts):
-    params, opt_state = carry
-    init = (
-        params,
-        opt_state,
-        jnp.zeros(lead, jnp.int32),
-        jnp.zeros(lead, dtype),
-        jnp.zeros(lead, dtype),
-        jnp.zeros(lead, dtype),
-    )
-    (params, opt_state, n_accept, loss, sigma, passes), _ = lax.scan(one_step, init, ts)
-    if spec.monte_carlo:
-      rate = n_accept.astype(dtype) / jnp.asarray(ts.shape[0], dtype)
-    else:
-      rate = jnp.full(lead, jnp.nan, dtype)
-    rows = {"loss": loss, "acceptance": rate, "sigma": sigma, "passes": passes}
-    return (params, opt_state), rows
-
-  (params, opt_state), rows = lax.scan(window, (params, opt_state), steps)
-  return params, opt_state, rows
-
-
-# params and opt_state are donated: XLA reuses their buffers for the chunk's
-# outputs, so a chunk holds one copy of them, not two. fit copies what the
-# caller passed in once (the caller's arrays stay valid).
-_run_chunk = jax.jit(
-    _run_chunk_impl, static_argnames=("spec",), donate_argnames=("params", "opt_state")
-)
-
-
 def _own(tree: PyTree) -> PyTree:
   """A copy of the caller's arrays, which fit may then donate."""
   return jax.tree_util.tree_map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
-
-
-def _rebase_impl(params, opt_state, batch, *, spec: _Spec, reset: bool):
-  """Re-bases every AMCState's cached loss on ``batch``; optionally resets aMC.
-
-  Full-batch chunks pass the state's loss as ``value=``, so it must be U(x) of
-  the current params on the chunk's data, also before the first step (where
-  ``tx.init`` leaves it at inf). The reset takes sigma0 from a fresh
-  ``tx.init``, so it works for any way of building ``tx`` (chains,
-  ``inject_hyperparams``).
-  """
-  tx = spec.tx.obj
-
-  def one_chain(params, opt_state):
-    with_scales = any(s.scales is not None for s in state_lib.monte_carlo_states(opt_state))
-
-    def evaluate(p):
-      return amc_lib.evaluate(_value_fn(spec, batch), p, with_scales, "loss_fn(params, batch)")
-
-    # A transformation with its own replica axis holds one loss per replica.
-    loss, scales = (jax.vmap(evaluate) if spec.replicas else evaluate)(params)
-    fresh = tx.init(params) if reset else opt_state
-
-    def rebase(state, new):
-      state = state._replace(loss=loss)
-      if state.scales is not None:
-        state = state._replace(scales=scales)
-      if reset:
-        state = state._replace(
-            sigma=new.sigma, mu=new.mu, n_reject=jnp.zeros_like(state.n_reject)
-        )
-      return state
-
-    return state_lib.replace_monte_carlo_states(rebase, opt_state, fresh)
-
-  if spec.ensemble:
-    one_chain = jax.vmap(one_chain)
-  return one_chain(params, opt_state)
-
-
-_rebase = jax.jit(_rebase_impl, static_argnames=("spec", "reset"))
-
-
-def _init_state_impl(params, *, tx: _Ref, ensemble: bool):
-  """``tx.init``, or the ensemble's state: compiled once per tx and shapes.
-
-  Ensembles of Monte Carlo chains are seeded by :func:`~amc_jax.init_ensemble`
-  from the key that ``tx.init`` gives a single chain (the seed of ``tx``).
-  """
-  tx = tx.obj
-  if not ensemble:
-    return tx.init(params)
-  single = state_lib.monte_carlo_states(tx.init(select_chain(params, 0)))
-  if not single:
-    return jax.vmap(tx.init)(params)
-  return ensemble_lib.init_ensemble(tx, params, single[0].key)
-
-
-_init_state = jax.jit(_init_state_impl, static_argnames=("tx", "ensemble"))
-
-
-def _errors_impl(params, batch, *, error_fn: _Ref, ensemble: bool):
-  """The progressive-batching error, per chain (or replica) when there are several."""
-  fn = lambda p: jnp.asarray(error_fn.obj(p, batch)).astype(base.loss_dtype())
-  return jax.vmap(fn)(params) if ensemble else fn(params)
-
-
-_errors = jax.jit(_errors_impl, static_argnames=("error_fn", "ensemble"))
-
-
-def _first_rows_impl(data, order, *, size: int):
-  return jax.tree_util.tree_map(lambda x: jnp.take(x, order[:size], axis=0), data)
-
-
-# One compile per minibatch size, like the chunks that use the minibatch.
-_first_rows = jax.jit(_first_rows_impl, static_argnames=("size",))
 
 
 # ----------------------------------------------------------------------------
@@ -1015,7 +743,7 @@ def _prepare(tx, params, opt_state, n_chains, init_key, donate):
   else:
     params = own(params)
   if opt_state is None:
-    opt_state = _init_state(params, tx=_Ref(tx), ensemble=ensemble)
+    opt_state = chunks.init_state(params, tx=chunks.Ref(tx), ensemble=ensemble)
   else:
     opt_state = own(opt_state)
   return params, opt_state, ensemble
@@ -1033,7 +761,7 @@ class _Feed(NamedTuple):
 
 def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_size,
                progressive, sequential, ensemble):
-  """What the chunks run: the :class:`_Spec` (Monte Carlo or gradients, the
+  """What the chunks run: the :class:`chunks.Spec` (Monte Carlo or gradients, the
   data mode, the sequential test), the state with its caches set for it,
   and the :class:`_Feed`."""
   monte_carlo = bool(state_lib.monte_carlo_states(opt_state))
@@ -1052,8 +780,8 @@ def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_s
     raise ValueError("progressive batching and the sequential test exclude each other.")
   mode = "none" if data is None else (
       "sequential" if test else ("minibatch" if batch_size else "full"))
-  spec = _Spec(
-      tx=_Ref(tx), loss_fn=_Ref(loss_fn), mode=mode,
+  spec = chunks.Spec(
+      tx=chunks.Ref(tx), loss_fn=chunks.Ref(loss_fn), mode=mode,
       batch_size=test.chunk_size if test else (batch_size or 0),
       monte_carlo=monte_carlo, extra_args=isinstance(tx, optax.GradientTransformationExtraArgs),
       ensemble=ensemble, replicas=replicas, per_example=per_example, group=group,
@@ -1062,7 +790,8 @@ def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_s
   feed = _Feed(data, batch_size or n_examples, None)
   if progressive is not None:
     order = jax.random.permutation(jax.random.fold_in(key, 2), n_examples)
-    feed = _Feed(_first_rows(data, order, size=progressive.start), progressive.start, order)
+    feed = _Feed(chunks.first_rows(data, order, size=progressive.start), progressive.start,
+                 order)
   if test is not None:
     feed = _Feed(_sequential_data(data, key, test, group, n_examples),
                  test.chunk_size * max(group, 1), None)
@@ -1070,7 +799,7 @@ def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_s
   elif any(s.sequential is not None for s in state_lib.monte_carlo_states(opt_state)):
     opt_state = _attach_sequential(opt_state, None, ensemble)  # sequential=False
   if test is None and monte_carlo and mode != "minibatch":
-    opt_state = _rebase(params, opt_state, feed.batch, spec=spec, reset=False)
+    opt_state = chunks.rebase(params, opt_state, feed.batch, spec=spec, reset=False)
   return spec, opt_state, feed
 
 
@@ -1114,7 +843,7 @@ def _loop(run, spec, schedule, data, n_examples, progressive, eval_fn, progress,
       start = run.first + run.done
       # A NumPy array travels with the call: no extra dispatch to build it.
       ts = np.arange(start, start + length, dtype=np.int32).reshape(-1, schedule.log_every)
-      run.params, run.opt_state, chunk_rows = _run_chunk(
+      run.params, run.opt_state, chunk_rows = chunks.run_chunk(
           run.params, run.opt_state, data if spec.mode == "minibatch" else run.feed.batch,
           run.data_key, ts, spec=spec,
       )
@@ -1139,14 +868,15 @@ def _grow(run, spec, data, n_examples, progressive) -> None:
   if run.feed.size >= n_examples:
     return
   error = np.asarray(
-      _errors(run.params, run.feed.batch, error_fn=_Ref(progressive.error_fn),
+      chunks.errors(run.params, run.feed.batch, error_fn=chunks.Ref(progressive.error_fn),
               ensemble=spec.ensemble or spec.replicas)
   )
   if float(np.min(error)) < float(progressive.threshold):
     size = min(run.feed.size * progressive.factor, n_examples)
-    run.feed = run.feed._replace(batch=_first_rows(data, run.feed.order, size=size), size=size)
+    run.feed = run.feed._replace(batch=chunks.first_rows(data, run.feed.order, size=size),
+                                 size=size)
     if spec.monte_carlo:
-      run.opt_state = _rebase(
+      run.opt_state = chunks.rebase(
           run.params, run.opt_state, run.feed.batch, spec=spec, reset=bool(progressive.reset)
       )
 
