@@ -29,7 +29,6 @@ Run ``python -m amc_jax.examples.binary --help`` for the options (it needs
 scikit-learn for the data, ``pip install scikit-learn``).
 """
 
-import argparse
 import time
 from typing import NamedTuple, Sequence
 
@@ -39,6 +38,7 @@ import numpy as np
 import optax
 
 import amc_jax
+from amc_jax.examples import _cli
 from amc_jax import proposals
 
 Params = dict[str, jax.Array]
@@ -245,8 +245,7 @@ def train(
 
 
 def main(argv=None) -> BinaryResult:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+  parser = _cli.parser("amc_jax.examples.binary", __doc__, DEFAULT_STEPS)
   parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
   parser.add_argument("--ternary", action="store_true", help="weights in {-1, 0, +1}")
   parser.add_argument("--sigma0", type=float, default=DEFAULT_SIGMA0)

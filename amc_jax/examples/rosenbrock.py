@@ -18,7 +18,6 @@ separate.
 Run ``python -m amc_jax.examples.rosenbrock --help`` for the options.
 """
 
-import argparse
 import time
 from typing import NamedTuple, Optional, Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 import optax
 
 import amc_jax
+from amc_jax.examples import _cli
 
 START = (-2.0, 2.0)
 EPSILONS = (0.0, 0.01, 0.1)
@@ -153,12 +153,7 @@ def _checkpoints(steps: int) -> list[int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> RosenbrockResult:
   """Command-line entry point: runs Fig. 3 and prints f per epsilon."""
-  parser = argparse.ArgumentParser(
-      prog="python -m amc_jax.examples.rosenbrock",
-      description=__doc__.splitlines()[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-  )
-  parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+  parser = _cli.parser("amc_jax.examples.rosenbrock", __doc__, DEFAULT_STEPS)
   parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                       help="independent chains per epsilon")
   parser.add_argument("--seed", type=int, default=0, help="key of the chains")
@@ -176,13 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> RosenbrockResult:
       f" n_reset={args.n_reset}, {args.steps} steps, {args.seeds} chains per"
       f" epsilon, {jnp.result_type(float)}"
   )
-  result = run(
-      args.steps,
-      n_seeds=args.seeds,
-      sigma0=args.sigma0,
-      n_reset=args.n_reset,
-      seed=args.seed,
-  )
+  result = run(args.steps, n_seeds=args.seeds, sigma0=args.sigma0, n_reset=args.n_reset,
+               seed=args.seed)
   marks = _checkpoints(args.steps)
   header = "".join(f"{'n=' + str(n):>12s}" for n in marks)
   for i, eps in enumerate(result.epsilons):

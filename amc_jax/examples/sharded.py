@@ -25,7 +25,6 @@ host's devices, and each host loads only its block of the training points)::
 Run ``python -m amc_jax.examples.sharded --help`` for the options.
 """
 
-import argparse
 import time
 from typing import NamedTuple, Optional, Sequence
 
@@ -36,6 +35,7 @@ import optax
 from jax.experimental import multihost_utils
 
 import amc_jax
+from amc_jax.examples import _cli
 from amc_jax.examples import sine
 
 # A power of two, so that the points split evenly over 1, 2, 4, 8, ... devices.
@@ -175,12 +175,7 @@ def run(
 
 def main(argv: Optional[Sequence[str]] = None) -> ShardedResult:
   """Command-line entry point: sets up the devices, runs, prints a summary."""
-  parser = argparse.ArgumentParser(
-      prog="python -m amc_jax.examples.sharded",
-      description=__doc__.splitlines()[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-  )
-  parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+  parser = _cli.parser("amc_jax.examples.sharded", __doc__, DEFAULT_STEPS)
   parser.add_argument("--chains", type=int, default=None,
                       help="chains of run 1 (default: 2 per device)")
   parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,6 @@ each step costs one evaluation of the loss. Steps run as jitted
 Run ``python -m amc_jax.examples.sine --help`` for the options.
 """
 
-import argparse
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -24,6 +23,7 @@ import numpy as np
 import optax
 
 import amc_jax
+from amc_jax.examples import _cli
 
 HIDDEN = 30
 N_POINTS = 1000
@@ -216,12 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> SineResult:
   # Before the first computation: this loss is a matmul-then-mean over 1000
   # points, the pattern of the XLA:CPU bug of jax issue 39103.
   amc_jax.use_xla_cpu_workaround()
-  parser = argparse.ArgumentParser(
-      prog="python -m amc_jax.examples.sine",
-      description=__doc__.splitlines()[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-  )
-  parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+  parser = _cli.parser("amc_jax.examples.sine", __doc__, DEFAULT_STEPS)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--sigma0", type=float, default=DEFAULT_SIGMA0)
   parser.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON)
