@@ -116,7 +116,7 @@ def _first_evaluation(value_fn, params, state, signal_norm):
       new_loss, new_scales = converted(params, consts)
       return loss_lib.checked_in_place(new_loss, count), new_scales
 
-    # jax.lax, not this module's lax: benchmarks/bench_step.py swaps the
+    # jax.lax, not this module's lax: benchmarks/speed/step.py swaps the
     # latter to time the accept/reject cond against a select.
     return jax.lax.cond(count == 0, evaluation, lambda: (loss, scales))
 
@@ -507,7 +507,7 @@ def next_state(
 
   The accepted and the rejected outcome are the two branches of a
   ``jax.lax.cond`` (under ``vmap`` JAX turns it into a select).
-  ``benchmarks/bench_step.py`` times it against a select of both outcomes
+  ``benchmarks/speed/step.py`` times it against a select of both outcomes
   (2 CPU cores, interleaved medians, cond / select): one chain 0.94 (sine
   net) and 1.08 (MLP on 60k images); 10 and 100 vmapped chains 0.98-1.26,
   where both are selects and the spread is noise. The cond is not

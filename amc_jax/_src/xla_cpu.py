@@ -11,7 +11,7 @@ squared and summed per row) is wrong from row 32768 on. A matmul with a
 dense weight matrix (closed over or an argument), the tanh MLP losses of
 this library and plain reductions came out right.
 
-Which versions (``benchmarks/xla_cpu_bug.py``, 110 cases, float32, one
+Which versions (``benchmarks/studies/xla_cpu_bug.py``, 110 cases, float32, one
 throwaway venv per version; results in
 ``benchmarks/results/xla_cpu_bug.json``):
 
