@@ -31,8 +31,8 @@ def x64():
 # End-to-end runs: each starts fresh Python processes (benchmarks and paper
 # scripts in small configurations, the notebooks, the docs build, multi-process
 # sharding). CI runs them; `pytest -m "not slow"` skips them for local work.
-_END_TO_END_FILES = ("test_benchmarks.py", "test_bench_evosax.py", "test_notebooks.py",
-                     "test_docs.py")
+_END_TO_END_FILES = ("test_benchmarks_speed.py", "test_benchmarks_studies.py",
+                     "test_benchmarks_paper.py", "test_notebooks.py", "test_docs.py")
 _END_TO_END_TESTS = ("test_example_two_processes_match_one",)
 
 
@@ -40,6 +40,6 @@ def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
     name = item.path.name
-    if (name in _END_TO_END_FILES or name.startswith("test_paper_")
+    if (name in _END_TO_END_FILES
         or getattr(item, "originalname", None) in _END_TO_END_TESTS):
       item.add_marker(pytest.mark.slow)

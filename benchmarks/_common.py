@@ -1,5 +1,16 @@
-"""What every benchmark script shares: the machine record and the JSON output."""
+"""What every benchmark script shares: the harness (command line, prologue,
+record / write / print ending), the machine record and the JSON output.
 
+A script's ``main`` is, in outline::
+
+  p = _common.parser(__doc__.split("\n")[0], xla_workaround=True)  # + its own flags
+  args = p.parse_args(argv)
+  run = _common.start(args)        # load average, --quick compile, XLA:CPU workaround
+  ...                              # the measurement
+  _common.finish(json_path, record, text, run())  # write with command + machine, print
+"""
+
+import argparse
 import json
 import math
 import os
@@ -62,6 +73,12 @@ def dumps(obj, indent: int = 2, _level: int = 0) -> str:
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent  # the repository root
+BENCHMARKS = ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+# Where a run writes unless told otherwise: git-ignored, so that rerunning a
+# script never overwrites a committed result. Commit a result deliberately
+# with --out-dir benchmarks/results.
+OUT = BENCHMARKS / "out"
 
 
 def command() -> str:
@@ -92,6 +109,132 @@ def quick_compile() -> None:
   flags = os.environ.get("XLA_FLAGS", "")
   if QUICK_XLA_FLAG not in flags.split():
     os.environ["XLA_FLAGS"] = (flags + " " + QUICK_XLA_FLAG).strip()
+
+
+# ---------------------------------------------------------------------------
+# The harness: command line, prologue, ending.
+# ---------------------------------------------------------------------------
+
+QUICK_HELP = "a small configuration that runs in well under 2 minutes (smoke test)"
+OUT_DIR_HELP = ("where the JSON and PNG go (default benchmarks/out, git-ignored;"
+                " --out-dir benchmarks/results replaces the committed result)")
+NO_XLA_WORKAROUND_HELP = "skip amc_jax.use_xla_cpu_workaround()"
+
+
+def parser(description: str, *, quick: "str | None" = QUICK_HELP, out_dir: bool = True,
+           no_plot: "str | None" = "skip the PNG",
+           xla_workaround: "str | None" = None) -> argparse.ArgumentParser:
+  """An argument parser with the options the scripts share.
+
+  ``--quick`` (help ``quick``; None: no such flag), ``--out-dir`` (default
+  benchmarks/out), ``--no-plot`` (help ``no_plot``; None: no flag) and, with
+  ``xla_workaround`` (its help), ``--no-xla-workaround``. A script adds its own.
+  """
+  p = argparse.ArgumentParser(description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  if quick is not None:
+    p.add_argument("--quick", action="store_true", help=quick)
+  if out_dir:
+    p.add_argument("--out-dir", type=pathlib.Path, default=OUT, help=OUT_DIR_HELP)
+  if no_plot is not None:
+    p.add_argument("--no-plot", action="store_true", help=no_plot)
+  if xla_workaround is not None:
+    p.add_argument("--no-xla-workaround", action="store_true", help=xla_workaround)
+  return p
+
+
+class Timer:
+  """Wall time since construction, in seconds."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+
+  def __call__(self) -> float:
+    return time.perf_counter() - self.start
+
+
+def load_average() -> "list | None":
+  """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+  return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+class Run(Timer):
+  """What :func:`start` did: a wall clock, the load average and the workaround."""
+
+  def __init__(self, load_start, workaround):
+    super().__init__()
+    self.load_start, self.workaround = load_start, workaround
+
+
+def start(args: "argparse.Namespace | None" = None, *, quick: "bool | None" = None,
+          workaround: "bool | None" = None) -> Run:
+  """The prologue of ``main``, before the first computation.
+
+  Reads the load average; with ``--quick`` turns XLA:CPU's backend
+  optimisation off (:func:`quick_compile`); unless ``--no-xla-workaround``,
+  calls ``amc_jax.use_xla_cpu_workaround()`` (its result is
+  ``Run.workaround``: True where it applied, False when skipped). ``quick`` and
+  ``workaround`` override what ``args`` says.
+  """
+  load = load_average()
+  if quick is None:
+    quick = bool(getattr(args, "quick", False))
+  if workaround is None:
+    workaround = not getattr(args, "no_xla_workaround", False)
+  if quick:
+    quick_compile()  # XLA reads XLA_FLAGS once, when JAX starts
+  applied = False
+  if workaround:
+    import amc_jax  # pylint: disable=import-outside-toplevel
+    applied = amc_jax.use_xla_cpu_workaround()
+  return Run(load, applied)
+
+
+def paths(out_dir, name: str, prefix: str = "") -> tuple[pathlib.Path, pathlib.Path]:
+  """``(json, png)`` paths of result ``<prefix><name>`` under ``out_dir`` (created)."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  return out_dir / f"{prefix}{name}.json", out_dir / f"{prefix}{name}.png"
+
+
+def record(path, rec: dict) -> None:
+  """Writes ``rec`` with the command first and the machine last (arrays become lists)."""
+  write_json(path, jsonable({"command": command(), **rec}))
+
+
+def finish(path, rec: dict, text: "str | None" = None, wall: "float | None" = None, *,
+           add: bool = False) -> dict:
+  """The ending of ``main``: :func:`record` to ``path``, print ``text`` and the wall time.
+
+  With ``add``, the record ends with ``"verdict": text`` and ``"wall_s": wall``.
+  """
+  if add:
+    rec = {**rec, "verdict": text, "wall_s": wall}
+  record(path, rec)
+  if text is not None:
+    print(text)
+  if wall is not None:
+    print(f"wall {wall:.1f} s")
+  return rec
+
+
+def save_figure(fig, path, dpi: int = 110) -> None:
+  """Lays out, writes and closes a matplotlib figure; says where it went."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  print(f"wrote {path}")
+
+
+def replot(plot_from, plot) -> bool:
+  """``--plot-from FILE.json``: redraws ``plot(record, FILE.png)`` and returns True; else False."""
+  if plot_from is None:
+    return False
+  plot_from = pathlib.Path(plot_from)
+  plot(json.loads(plot_from.read_text()), plot_from.with_suffix(".png"))
+  return True
 
 
 def write_json(path, result: dict) -> None:

@@ -1,4 +1,4 @@
-"""One net, many ways of writing it: the losses of ``bench_step.py --forms``.
+"""One net, many ways of writing it: the losses of ``speed/step.py --forms``.
 
 The step must cost the same whatever way a user writes the loss. Each form
 below computes the same function of the same params (up to rounding): the

@@ -3,13 +3,16 @@
 Shared by the speed benchmarks so that every table measures the same models
 on the same data: the sine net of the correspondence paper, the 784-16-16-10
 MLP of Figs. 1 and 7, the deep narrow net of Fig. 6 and a simple tanh RNN on
-long sequences (Fig. 5). All float32.
+long sequences (Fig. 5). All float32. Then the same MLP and deep narrow net as
+Flax modules (``MLP``, ``DeepNarrow``: signal norm needs a Flax model), with
+their loss ``mse`` and a float64 NumPy forward pass to check losses against.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +46,10 @@ def _dense_init(key, fan_in, fan_out):
   }
 
 
-def sine(n_points: int = 1000, hidden: int = 30) -> Problem:
+HIDDEN, N_POINTS = 30, 1000  # the sine net of the speed benchmarks and the evosax study
+
+
+def sine(n_points: int = N_POINTS, hidden: int = HIDDEN) -> Problem:
   theta = jnp.arange(n_points, dtype=jnp.float32) / n_points
   target = jnp.sin(2 * jnp.pi * theta)
   keys = jax.random.split(jax.random.key(0), 3)
@@ -58,6 +64,12 @@ def sine(n_points: int = 1000, hidden: int = 30) -> Problem:
       "sine", f"1-{hidden}-1 tanh net, {n_points} points of sin(2 pi theta)", params, loss,
       (theta, target), {"x": np.asarray(theta), "y": np.asarray(target)}, "sine",
   )
+
+
+def sine_problem():
+  """The sine net as (params, loss(params)) with its data built in."""
+  problem = sine(N_POINTS, HIDDEN)
+  return problem.params, lambda p: problem.loss(p, problem.data)
 
 
 def mlp(n_examples: int = 60000) -> Problem:
@@ -78,9 +90,16 @@ def mlp(n_examples: int = 60000) -> Problem:
   )
 
 
-def deep(depth: int = 32, n_points: int = 1000) -> Problem:
+def step_function(n_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+  """The deep nets' data (Fig. 6): theta = i / n as [n, 1], f0 = 0.5 on (0.5, 0.75), else 0, as [n]."""
   theta = np.arange(n_points, dtype=np.float32)[:, None] / n_points
-  target = np.where((theta > 0.5) & (theta < 0.75), 0.5, 0.0).astype(np.float32)
+  target = np.where((theta[:, 0] > 0.5) & (theta[:, 0] < 0.75), 0.5, 0.0).astype(np.float32)
+  return theta, target
+
+
+def deep(depth: int = 32, n_points: int = 1000) -> Problem:
+  theta, target = step_function(n_points)
+  target = target[:, None]
   widths = [1] + [4] * (depth - 2) + [10, 1]
   keys = jax.random.split(jax.random.key(0), depth)
   params = [_dense_init(k, a, b) for k, a, b in zip(keys, widths[:-1], widths[1:])]
@@ -130,3 +149,137 @@ def rnn(n_sequences: int = 1500, length: int = 196, hidden: int = 32) -> Problem
       params, loss, (jnp.asarray(x), jnp.asarray(labels.astype(np.int32))),
       {"x": x, "y": labels}, "rnn",
   )
+
+
+# ---------------------------------------------------------------------------
+# Flax models of the signal-norm study and Fig. 6, Figs. 1 and 7's MLP.
+# ---------------------------------------------------------------------------
+
+DEEP_POINTS = 1000  # points of the deep-net problem
+INIT_STD = 1e-2
+INIT_DESCRIPTION = (
+    "every kernel and bias ~ N(0, 1e-4), i.e. std 1e-2"
+    " (flax nn.initializers.normal(1e-2) for kernels and biases)"
+)
+
+
+class MLP(nn.Module):
+  """784-16-16-10, tanh hidden units, softmax outputs (flax default init)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Dense(16)(x))
+    x = jnp.tanh(nn.Dense(16)(x))
+    return nn.softmax(nn.Dense(10)(x))
+
+
+class DeepNarrow(nn.Module):
+  """1 -> (depth - 2) x [Dense(4), tanh] -> Dense(10), tanh -> Dense(1)."""
+
+  depth: int
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.normal(INIT_STD)
+    dense = lambda n: nn.Dense(n, kernel_init=init, bias_init=init)
+    for _ in range(self.depth - 2):
+      x = jnp.tanh(dense(4)(x))
+    x = jnp.tanh(dense(10)(x))
+    return dense(1)(x)[:, 0]
+
+
+def mse(out, target):
+  """Mean over examples of the squared error summed over outputs."""
+  err = (out - target) ** 2
+  return jnp.mean(jnp.sum(err, axis=-1) if err.ndim > 1 else err)
+
+
+def numpy_loss(params, x, target, softmax):
+  """The loss of MLP or DeepNarrow in float64 NumPy (layers Dense_0, Dense_1, ...)."""
+  h = np.asarray(x, np.float64)
+  n = len(params)
+  for i in range(n):
+    layer = params[f"Dense_{i}"]
+    h = h @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
+    if i < n - 1:
+      h = np.tanh(h)
+  if softmax:
+    h = np.exp(h - h.max(-1, keepdims=True))
+    h /= h.sum(-1, keepdims=True)
+  else:
+    h = h[:, 0]
+  err = (h - np.asarray(target, np.float64)) ** 2
+  return float(np.mean(err.sum(-1) if err.ndim > 1 else err))
+
+
+def deep_problem(n: int = DEEP_POINTS) -> tuple[jax.Array, jax.Array]:
+  """:func:`step_function` as JAX arrays, for :class:`DeepNarrow` (theta [n, 1], f0 [n]).
+
+  theta is divided by XLA here, as the committed signal-norm and Fig. 6
+  results were made: it differs from NumPy's division in the last bit at some
+  points.
+  """
+  theta = jnp.arange(n, dtype=jnp.float32) / n
+  return theta[:, None], jnp.asarray(step_function(n)[1])
+
+
+def fashion_mnist_jax(n: int) -> tuple[jax.Array, jax.Array, str]:
+  """:func:`fashion_mnist` as JAX arrays: (x [n, 784], one-hot [n, 10], description)."""
+  x, y, source = fashion_mnist(n)
+  return jnp.asarray(x), jnp.asarray(y), source
+
+
+# ---------------------------------------------------------------------------
+# The wide MLP of the memory benchmark (speed/memory.py and its RSS subprocesses).
+# ---------------------------------------------------------------------------
+
+
+def sds(shape, dtype=None):
+  """A ShapeDtypeStruct (float32 unless told), for compiling without data."""
+  import jax
+  import jax.numpy as jnp
+
+  return jax.ShapeDtypeStruct(tuple(shape), dtype or jnp.float32)
+
+
+def wide_mlp(width: int, batch: int = 8, d_in: int = 784, abstract: bool = True, seed: int = 0):
+  """784-width x3-10 tanh MLP and its MSE loss on one batch of fixed data (the
+  memory benchmark's, also run by its peak-RSS subprocesses).
+
+  ``abstract``: params as ShapeDtypeStructs (for compiling); else a random
+  init (scaled 1/sqrt(fan in)) and random targets, so that training lowers
+  the loss."""
+  import jax
+  import jax.numpy as jnp
+
+  sizes = [(d_in, width), (width, width), (width, width), (width, 10)]
+  kx, ky, kp = jax.random.split(jax.random.key(seed), 3)
+  if abstract:
+    params = {f"l{i}": {"w": sds(s), "b": sds(s[1:])} for i, s in enumerate(sizes)}
+  else:
+    # amc_jax's leaf-by-leaf normals, drawn in blocks: a plain
+    # jax.random.normal of a billion-entry kernel holds several
+    # kernel-sized word arrays on CPU.
+    import amc_jax
+
+    shapes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in sizes]
+
+    @jax.jit
+    def init(key):
+      z = amc_jax.standard_normal_like(key, shapes)
+      return {f"l{i}": {"w": w / jnp.sqrt(jnp.float32(s[0])), "b": jnp.zeros(s[1], jnp.float32)}
+              for i, (w, s) in enumerate(zip(z, sizes))}
+
+    params = init(kp)
+  x = jax.random.normal(kx, (batch, d_in))
+  y = jax.random.normal(ky, (batch, 10))
+
+  def loss(p):
+    h = x
+    for i in range(len(sizes)):
+      h = h @ p[f"l{i}"]["w"] + p[f"l{i}"]["b"]
+      if i + 1 < len(sizes):
+        h = jnp.tanh(h)
+    return jnp.mean((h - y) ** 2)
+
+  return params, loss

@@ -65,21 +65,31 @@ from amc_jax.examples import binary
 
 from benchmarks import _common
 from benchmarks._mnist import data_dir, load_mnist
-from benchmarks.nondiff.table import at_budget
 
 # Runs write here unless given --out-dir benchmarks/results (which replaces
 # the committed result deliberately).
-OUT = BENCHMARKS / "out"
+OUT = _common.OUT
+
+def at_budget(curve: dict, axis: str, budget: float) -> tuple[Optional[float], bool]:
+  """Test accuracy at the last checkpoint with ``curve[axis] <= budget``, and
+  whether the run ended before the budget (its final value is used)."""
+  costs, acc = curve[axis], curve["test_accuracy"]
+  within = [i for i, c in enumerate(costs) if c <= budget]
+  if not within:
+    return None, False
+  i = within[-1]
+  return acc[i], i == len(costs) - 1 and costs[-1] < budget
+
 
 # ---------------------------------------------------------------------------
 # Command line and data
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--quick", action="store_true",
-                 help="a small configuration (smoke test, seconds; run by the test suite)")
+  """The shared options (``_common.parser``) and those of every nondiff script."""
+  p = _common.parser(description,
+                     quick="a small configuration (smoke test, seconds; run by the test suite)",
+                     no_plot=None, xla_workaround=_common.NO_XLA_WORKAROUND_HELP)
   p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; quick 1)")
   p.add_argument("--datasets", nargs="+", choices=["digits", "fmnist"], default=None)
   p.add_argument("--data-dir", type=pathlib.Path, default=None,
@@ -92,21 +102,13 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument("--gd-steps", type=int, default=None, help="Adam steps per run")
   p.add_argument("--eval-every", type=int, default=None,
                  help="steps between test-accuracy checkpoints (default: 50 per run)")
-  p.add_argument("--out-dir", type=pathlib.Path, default=OUT,
-                 help="where the JSON and PNG go (default benchmarks/out, git-ignored;"
-                      " --out-dir benchmarks/results replaces the committed result)")
   p.add_argument("--no-plot", action="store_true")
-  p.add_argument("--no-xla-workaround", action="store_true",
-                 help="skip amc_jax.use_xla_cpu_workaround()")
   return p
 
 
 def setup(args: argparse.Namespace) -> None:
-  """Before the first computation: the XLA flags of this run."""
-  if args.quick:
-    _common.quick_compile()
-  if not args.no_xla_workaround:
-    amc_jax.use_xla_cpu_workaround()
+  """Before the first computation: the XLA flags of this run (``_common.start``)."""
+  _common.start(args)
 
 
 class Data(NamedTuple):

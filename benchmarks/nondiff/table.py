@@ -16,21 +16,11 @@ import argparse
 import json
 import pathlib
 import statistics
-from typing import Optional
+
+from benchmarks.nondiff._nondiff import at_budget
 
 EVALUATION_BUDGETS = (1_000, 10_000, 50_000)
 SECOND_BUDGETS = (1.0, 10.0, 100.0)
-
-
-def at_budget(curve: dict, axis: str, budget: float) -> tuple[Optional[float], bool]:
-  """Test accuracy at the last checkpoint with ``curve[axis] <= budget``, and
-  whether the run ended before the budget (its final value is used)."""
-  costs, acc = curve[axis], curve["test_accuracy"]
-  within = [i for i, c in enumerate(costs) if c <= budget]
-  if not within:
-    return None, False
-  i = within[-1]
-  return acc[i], i == len(costs) - 1 and costs[-1] < budget
 
 
 def _acc_at(runs: list[dict], method: str, axis: str, budget: float) -> tuple[float, bool]:

@@ -5,7 +5,7 @@ Each script in ``benchmarks/paper/`` reproduces one result of Whitelam et al.
 variant", through the public API of amc_jax (``amc``, ``metropolis``, ``fit``)
 with gradient baselines through optax in the same ``fit`` loop. Each has a
 ``--quick`` mode (a smoke test, under two minutes on 2 CPU cores; run by
-``tests/test_paper_benchmarks.py``) and a full mode, and writes
+``tests/test_benchmarks_paper.py``) and a full mode, and writes
 ``benchmarks/results/paper_<name>.json`` and ``.png`` (or under ``--out-dir``).
 
 Data for the MNIST-format results: a directory of the standard IDX files
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import pathlib
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = HERE.parent
@@ -32,24 +30,13 @@ from benchmarks import _common
 from benchmarks._mnist import DATA_DIR_ENV, DEFAULT_DATA_DIR  # noqa: F401
 from benchmarks._mnist import data_dir, load_mnist, read_idx, write_idx  # noqa: F401
 
-RESULTS = BENCHMARKS / "results"
-# Where a run writes unless told otherwise: git-ignored, so that rerunning a
-# script never overwrites a committed result. Commit a result deliberately
-# with --out-dir benchmarks/results.
-OUT = BENCHMARKS / "out"
+RESULTS = _common.RESULTS
+OUT = _common.OUT  # git-ignored; --out-dir benchmarks/results replaces a committed result
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-  """An argument parser with the options every paper script has."""
-  p = argparse.ArgumentParser(description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--quick", action="store_true",
-                 help="a small configuration that runs in well under 2 minutes (smoke test)")
-  p.add_argument("--out-dir", type=pathlib.Path, default=OUT,
-                 help="where the JSON and PNG go (default benchmarks/out, git-ignored;"
-                      " --out-dir benchmarks/results replaces the committed result)")
-  p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-  return p
+  """An argument parser with the options every paper script has (``_common.parser``)."""
+  return _common.parser(description)
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -58,36 +45,19 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
                       f"or {DEFAULT_DATA_DIR})")
 
 
-# The --quick compile setting, shared with benchmarks/nondiff.
+# The harness, shared with every benchmark folder (benchmarks/_common.py).
 QUICK_XLA_FLAG = _common.QUICK_XLA_FLAG
 quick_compile = _common.quick_compile
-
-
-class Timer:
-  """Wall time since construction, in seconds."""
-
-  def __init__(self):
-    self.start = time.perf_counter()
-
-  def __call__(self) -> float:
-    return time.perf_counter() - self.start
-
-
-def command() -> str:
-  """The command line that ran this script (``python -m benchmarks.paper.<name> ...``)."""
-  return _common.command()
+Timer = _common.Timer
+command = _common.command
+write = _common.record
+finish = _common.finish
+start = _common.start
 
 
 def paths(out_dir: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
-  """``(json, png)`` paths of result ``name`` under ``out_dir``."""
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  return out_dir / f"paper_{name}.json", out_dir / f"paper_{name}.png"
-
-
-def write(path: pathlib.Path, record: dict) -> None:
-  """Writes the record with the command and the machine (NumPy values become lists)."""
-  _common.write_json(path, _common.jsonable({"command": command(), **record}))
+  """``(json, png)`` paths of result ``paper_<name>`` under ``out_dir``."""
+  return _common.paths(out_dir, name, prefix="paper_")
 
 
 def pyplot():

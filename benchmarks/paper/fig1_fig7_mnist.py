@@ -101,9 +101,9 @@ CLAIMS = {
 
 
 def make_model():
-  """784-16-16-10, tanh hidden units, softmax outputs: the MLP of bench_signal_norm.py."""
-  from benchmarks import bench_signal_norm
-  return bench_signal_norm.MLP()
+  """784-16-16-10, tanh hidden units, softmax outputs: ``_problems.MLP``."""
+  from benchmarks import _problems
+  return _problems.MLP()
 
 
 def mse(out, target):
@@ -917,10 +917,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.verdict_from:
     return verdict_from(args.verdict_from, args.no_plot)
-  if args.quick:
-    _paper.quick_compile()  # before JAX starts: it reads XLA_FLAGS once
-  import amc_jax
-  amc_jax.use_xla_cpu_workaround()  # before any JAX computation
+  _paper.start(args)  # --quick compile and the XLA:CPU workaround, before any JAX computation
   if args.long:
     if args.long_steps is None:
       args.long_steps = 1200 if args.quick else 100_000

@@ -593,13 +593,8 @@ def run_study(args):
                  for k, r in out.items()},
       "checks": checks,
       "reproduced": study_reproduced(checks),
-      "verdict": text,
-      "wall_s": wall,
   }
-  _paper.write(json_path, record)
-  print(text)
-  print(f"wall {wall:.1f} s")
-  return record
+  return _paper.finish(json_path, record, text, wall, add=True)
 
 
 def study_reproduced(checks):
@@ -633,9 +628,7 @@ def study_from(path, no_plot):
                                     "machine_of_run": record.pop("machine", None)})
   if not no_plot:
     study_plot(out, path.with_suffix(".png"), n_resets)
-  _paper.write(path, record)
-  print(text)
-  return record
+  return _paper.finish(path, record, text)
 
 
 def main(argv=None):
@@ -666,8 +659,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.study_from:
     return study_from(args.study_from, args.no_plot)
-  import amc_jax
-  amc_jax.use_xla_cpu_workaround()  # before any JAX computation
+  _paper.start(args, quick=False)  # the XLA:CPU workaround, before any JAX computation
   q = args.quick
   if args.study:
     args.study_nets = args.study_nets or (["w10_d2"] if q else ["w10_d2", "w100_d2", "w25_d10"])
@@ -732,13 +724,8 @@ def main(argv=None):
                  for k, r in results.items()},
       "checks": checks,
       "reproduced": ok,
-      "verdict": text,
-      "wall_s": wall,
   }
-  _paper.write(json_path, record)
-  print(text)
-  print(f"wall {wall:.1f} s")
-  return record
+  return _paper.finish(json_path, record, text, wall, add=True)
 
 
 if __name__ == "__main__":

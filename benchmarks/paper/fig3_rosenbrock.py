@@ -130,8 +130,7 @@ def main(argv=None):
   p.add_argument("--seed", type=int, default=0, help="aMC seed (chain keys)")
   p.add_argument("--log-every", type=int, default=10)
   args = p.parse_args(argv)
-  import amc_jax
-  amc_jax.use_xla_cpu_workaround()  # before any JAX computation
+  _paper.start(args, quick=False)  # the XLA:CPU workaround, before any JAX computation
   import jax
   jax.config.update("jax_enable_x64", True)
   if args.steps is None:
@@ -162,13 +161,8 @@ def main(argv=None):
       "history": {"step": per_eps[EPSILONS[0]]["history_step"],
                   **{f"epsilon={e:g}": r["history_f"] for e, r in per_eps.items()}},
       "reproduced": ok,
-      "verdict": text,
-      "wall_s": wall,
   }
-  _paper.write(json_path, record)
-  print(text)
-  print(f"wall {wall:.1f} s")
-  return record
+  return _paper.finish(json_path, record, text, wall, add=True)
 
 
 if __name__ == "__main__":

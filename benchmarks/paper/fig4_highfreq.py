@@ -360,8 +360,7 @@ def main(argv=None):
   if args.x64:
     import jax
     jax.config.update("jax_enable_x64", True)
-  import amc_jax
-  amc_jax.use_xla_cpu_workaround()  # before any JAX computation
+  _paper.start(args, quick=False)  # the XLA:CPU workaround, before any JAX computation
   if args.steps is None:
     args.steps = 1000 if args.quick else 1_000_000
   if args.seeds is None:
@@ -403,13 +402,8 @@ def main(argv=None):
       "curves": {n: {"eval_step": r["eval_step"], "U": r["U"], "U_pseudo": r["U_pseudo"]}
                  for n, r in out.items()},
       "reproduced": head.startswith("REPRODUCED"),
-      "verdict": text,
-      "wall_s": wall,
   }
-  _paper.write(json_path, record)
-  print(text)
-  print(f"wall {wall:.1f} s")
-  return record
+  return _paper.finish(json_path, record, text, wall, add=True)
 
 
 if __name__ == "__main__":

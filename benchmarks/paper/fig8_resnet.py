@@ -37,7 +37,7 @@ Full mode is sized for one GPU (``--steps`` aMC steps, ``--grad-steps``
 gradient steps; ~10-20 minutes on an H200-class device, an estimate: it has
 not been run), and refuses to start on a CPU without ``--allow-cpu``. It was
 NOT run for the committed results: no accelerator was available.
-``--quick`` (the test suite's smoke test, ``tests/test_paper_benchmarks.py``)
+``--quick`` (the test suite's smoke test, ``tests/test_benchmarks_paper.py``)
 uses width 4, 16 steps and a handful of images, and compiles with XLA's CPU
 backend optimisation off.
 
@@ -309,13 +309,8 @@ def main(argv=None):
       "measured": {"runs": runs},
       "run_at_paper_scale": (not q) and device.platform != "cpu",
       "reproduced": None if q else "see verdict",
-      "verdict": verdict,
-      "wall_s": wall,
   }
-  _paper.write(json_path, record)
-  print(verdict)
-  print(f"wall {wall:.1f} s")
-  return record
+  return _paper.finish(json_path, record, verdict, wall, add=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Studies and comparisons (proposals, parallel methods, evosax, signal norm, ...): ``python -m benchmarks.studies.<name>``."""

@@ -3,15 +3,15 @@
 L0-L5 add, in turn: the optax-form update (params + where(accepted, eps, 0))
 without and with the move divided by an opaque 1, the 3-way key split, the
 Metropolis decision, the finiteness check, and a sigma and reject counter that
-really change; then the floor of bench_step.py and amc_jax.amc itself. All
+really change; then the floor of speed/step.py (_scans.py) and amc_jax.amc itself. All
 timed interleaved in one run (median of 7):
 
-  python -m benchmarks.profile_sine_step
+  python -m benchmarks.speed.profile_sine_step
 """
 import jax, jax.numpy as jnp, optax, amc_jax
 from jax import lax
 amc_jax.use_xla_cpu_workaround()
-from benchmarks import bench_step as B, _problems
+from benchmarks import _scans as B, _problems
 from amc_jax._src import acceptance
 pr = _problems.sine()
 loss0, data, params = pr.loss, pr.data, pr.params

@@ -16,9 +16,9 @@ compile (``_common.interleaved_times``), all rows of a part in one run:
    ``--proposals`` relative to K = 1, on the sine net and on the MLP: on a CPU
    K evaluations cost about K times one; on an accelerator, much less.
 4. ``signal_norm``: aMC with signal norm on against off (the MLP and the
-   depth-32 deep narrow net of ``bench_signal_norm.py``).
+   depth-32 deep narrow net of ``studies/signal_norm.py``).
 
-  python -m benchmarks.bench_device [--parts chains mlp proposals signal_norm]
+  python -m benchmarks.speed.device [--parts chains mlp proposals signal_norm]
       [--out benchmarks/results/bench_device_<platform>.json] [--budget-s 270]
 
 Writes JSON with the device named (``jax.devices()[0]``, its kind and
@@ -43,8 +43,8 @@ import amc_jax
 
 from benchmarks import _common
 from benchmarks import _problems
-from benchmarks import bench_signal_norm
-from benchmarks import bench_step
+from benchmarks import _scans
+from benchmarks import _signal_norm
 
 SIGMA0, EPSILON, N_RESET = 1e-2, 0.1, 100
 
@@ -69,7 +69,7 @@ def part_chains(args, deadline):
       skipped.append(m)
       continue
     n = max(5, min(args.chain_steps, args.chain_steps * 100 // m))
-    fns[m] = bench_step.vmapped_scan(tx, value, problem.params, m, n)
+    fns[m] = _scans.vmapped_scan(tx, value, problem.params, m, n)
     steps[m] = n
   seconds = _common.interleaved_times(fns, args.repeats)[0] if fns else {}
   one = seconds[args.chains[0]] / steps[args.chains[0]] if args.chains[0] in seconds else None
@@ -88,7 +88,7 @@ def part_chains(args, deadline):
 def part_mlp(args, deadline):
   del deadline
   problem = _problems.mlp(args.mlp_examples)
-  table = bench_step.bench_problem(problem, args.mlp_steps, args.repeats, None, torch_dir=False)
+  table = _scans.bench_problem(problem, args.mlp_steps, args.repeats, None, torch_dir=False)
   return table
 
 
@@ -104,7 +104,7 @@ def part_proposals(args, deadline):
         skipped.append(k)
         continue
       tx = amc_jax.amc(SIGMA0, n_reset=N_RESET, num_proposals=k)
-      f = bench_step.scan_amc(tx, problem.loss, n_steps)
+      f = _scans.scan_amc(tx, problem.loss, n_steps)
       p, s = f(problem.params, tx.init(problem.params), problem.data, jax.random.key(1))
       jax.block_until_ready(p)
       fns[k] = lambda f=f, p=p, s=s, d=problem.data: f(p, s, d, jax.random.key(1))
@@ -122,13 +122,13 @@ def part_proposals(args, deadline):
 
 def part_signal_norm(args, deadline):
   del deadline
-  x, y, source = bench_signal_norm.fashion_mnist(args.mlp_examples)
+  x, y, source = _problems.fashion_mnist_jax(args.mlp_examples)
   out = {"mlp_data": source}
-  mlp = bench_signal_norm.MLP()
-  out["mlp"] = bench_signal_norm.cost_of(mlp, x, y, args.sn_mlp_steps, args.repeats, softmax=True)
-  xd, yd = bench_signal_norm.deep_problem()
-  deep = bench_signal_norm.DeepNarrow(depth=32)
-  out["deep32"] = bench_signal_norm.cost_of(deep, xd, yd, args.sn_deep_steps, args.repeats, softmax=False)
+  mlp = _problems.MLP()
+  out["mlp"] = _signal_norm.cost_of(mlp, x, y, args.sn_mlp_steps, args.repeats, softmax=True)
+  xd, yd = _problems.deep_problem()
+  deep = _problems.DeepNarrow(depth=32)
+  out["deep32"] = _signal_norm.cost_of(deep, xd, yd, args.sn_deep_steps, args.repeats, softmax=False)
   for table in (out["mlp"], out["deep32"]):
     table.pop("samples_s", None)
   return out
@@ -181,7 +181,7 @@ def main(argv=None):
   start = time.time()
   deadline = start + args.budget_s
   result = {
-      "command": "python -m benchmarks.bench_device " + " ".join(argv if argv is not None else sys.argv[1:]),
+      "command": "python -m benchmarks.speed.device " + " ".join(argv if argv is not None else sys.argv[1:]),
       "device": _device(),
       "hyperparameters": {"sigma0": SIGMA0, "epsilon": EPSILON, "n_reset": N_RESET},
       "repeats": args.repeats,
@@ -194,7 +194,7 @@ def main(argv=None):
     print(_common.dumps(_common.jsonable(result[name], digits=4)))
   result["wall_s"] = time.time() - start
   out = args.out or str(
-      pathlib.Path(__file__).parent / "out" / f"bench_device_{result['device']['platform']}.json"
+      _common.OUT / f"bench_device_{result['device']['platform']}.json"
   )
   _common.write_json(out, result)
   return result

@@ -8,8 +8,7 @@
   reported accuracy matches a NumPy recomputation and its weights stay on
   the grid.
 * Every ``benchmarks/nondiff`` script runs in ``--quick`` mode and writes a
-  record whose accuracies, costs and grids are checked.
-"""
+  record whose accuracies, costs and grids are checked."""
 
 import json
 import pathlib
@@ -28,6 +27,10 @@ from amc_jax.examples import binary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+
+# ---------------------------------------------------------------------------
+# From tests/test_nondiff.py
+# ---------------------------------------------------------------------------
 
 def teacher_data(n=96, d=16, seed=0):
   """Labels of a binary perceptron (no hidden layer) on random +-1 inputs."""

@@ -27,7 +27,7 @@ optimized HLO), and a verdict;
 backends, so to test a flag, set it in the environment (or pass
 ``--xla-flags``, which sets it before jax is imported):
 
-  python -m benchmarks.xla_cpu_bug [--json OUT] [--xla-flags "--xla_cpu_..."]
+  python -m benchmarks.studies.xla_cpu_bug [--json OUT] [--xla-flags "--xla_cpu_..."]
 
 ``--time`` measures instead what the workaround costs: (a) ``sum(x * x)``
 over a 60000x784 float32 array, (b) the loss of the 784-16-16-10 tanh MLP
@@ -38,7 +38,7 @@ the processes of one round run one after another and ``--rounds`` rounds
 interleave them; a row is the median over rounds of each process's median
 of ``--calls`` calls (milliseconds):
 
-  python -m benchmarks.xla_cpu_bug --time [--rounds 5] [--calls 5] [--json OUT]
+  python -m benchmarks.studies.xla_cpu_bug --time [--rounds 5] [--calls 5] [--json OUT]
 
 Needs only jax and numpy (it runs in throwaway venvs of other jax versions).
 The per-version results are in ``benchmarks/results/xla_cpu_bug.json``.

@@ -49,7 +49,7 @@ run to out-of-memory).
 Each part is written into the JSON as it finishes; a rerun skips the parts
 already there (``--force`` reruns them).
 
-  python -m benchmarks.bench_memory [--part compiled rss headline] [--out-dir benchmarks/results]
+  python -m benchmarks.speed.memory [--part compiled rss headline] [--out-dir benchmarks/results]
 """
 
 from __future__ import annotations
@@ -62,58 +62,10 @@ import subprocess
 import sys
 
 from benchmarks import _common
+from benchmarks._problems import sds as _sds, wide_mlp as mlp
 
 MiB = 2.0**20
 GiB = 2.0**30
-
-
-def _sds(shape, dtype=None):
-  import jax
-  import jax.numpy as jnp
-
-  return jax.ShapeDtypeStruct(tuple(shape), dtype or jnp.float32)
-
-
-def mlp(width: int, batch: int = 8, d_in: int = 784, abstract: bool = True, seed: int = 0):
-  """784-width x3-10 tanh MLP and its MSE loss on one batch of fixed data.
-
-  ``abstract``: params as ShapeDtypeStructs (for compiling); else a random
-  init (scaled 1/sqrt(fan in)) and random targets, so that training lowers
-  the loss."""
-  import jax
-  import jax.numpy as jnp
-
-  sizes = [(d_in, width), (width, width), (width, width), (width, 10)]
-  kx, ky, kp = jax.random.split(jax.random.key(seed), 3)
-  if abstract:
-    params = {f"l{i}": {"w": _sds(s), "b": _sds(s[1:])} for i, s in enumerate(sizes)}
-  else:
-    # amc_jax's leaf-by-leaf normals, drawn in blocks: a plain
-    # jax.random.normal of a billion-entry kernel holds several
-    # kernel-sized word arrays on CPU.
-    import amc_jax
-
-    shapes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in sizes]
-
-    @jax.jit
-    def init(key):
-      z = amc_jax.standard_normal_like(key, shapes)
-      return {f"l{i}": {"w": w / jnp.sqrt(jnp.float32(s[0])), "b": jnp.zeros(s[1], jnp.float32)}
-              for i, (w, s) in enumerate(zip(z, sizes))}
-
-    params = init(kp)
-  x = jax.random.normal(kx, (batch, d_in))
-  y = jax.random.normal(ky, (batch, 10))
-
-  def loss(p):
-    h = x
-    for i in range(len(sizes)):
-      h = h @ p[f"l{i}"]["w"] + p[f"l{i}"]["b"]
-      if i + 1 < len(sizes):
-        h = jnp.tanh(h)
-    return jnp.mean((h - y) ** 2)
-
-  return params, loss
 
 
 def flax_mlp(width: int, batch: int = 8, d_in: int = 784):
@@ -391,7 +343,7 @@ def part_compiled(args):
 
 RSS_SCRIPT = """
 import sys, time, jax, jax.numpy as jnp, optax, amc_jax
-from benchmarks.bench_memory import mlp
+from benchmarks._problems import wide_mlp as mlp
 mode, width, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 b = 1 if mode.endswith("b=1") else None
 sigma = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3

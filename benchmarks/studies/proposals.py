@@ -22,7 +22,7 @@ from the paper's tiny init by construction. Every move therefore runs from two
 inits, chains k of every move starting from the same draw:
 
 * ``paper``: the paper's init (RNN: every parameter ~ N(0, 1e-6); deep net:
-  every kernel and bias ~ N(0, 1e-4), as in ``bench_signal_norm.py``);
+  every kernel and bias ~ N(0, 1e-4), as in Fig. 6, ``benchmarks/paper/fig6_deep.py``);
 * ``orthogonal``: the same draw, but the square matrices replaced by random
   orthogonal matrices times ``--orthogonal-gain`` (1.0;
   ``jax.nn.initializers.orthogonal``).
@@ -39,11 +39,11 @@ Tasks:
   best-checkpoint (lowest full training loss, no test data in the choice) and
   final test accuracy.
 
-``deep`` (Fig. 6, the model of ``bench_signal_norm.py``): a depth-32 deep
+``deep`` (Fig. 6, the model of ``benchmarks/paper/fig6_deep.py``, ``_problems.DeepNarrow``): a depth-32 deep
   narrow tanh net (1 -> 30 x [Dense(4), tanh] -> Dense(10), tanh -> Dense(1))
   on the step function of 1000 points, MSE; aMC in batch mode with signal norm
   (sigma0 = 1e-2, epsilon = 1e-2, n_reset = 100: the configuration of
-  ``bench_signal_norm.py --part effect``, epsilon going to every Gaussian
+  ``benchmarks/paper/fig6_deep.py``, epsilon going to every Gaussian
   part). Reported: the final MSE after ``--deep-steps`` loss evaluations and
   the steps (and wall time) to reach a threshold taken from the Gaussian move
   on the paper init: 2 x its median final MSE (at most half the best-constant
@@ -59,7 +59,7 @@ Each finished (task, init, move) group is checkpointed to
 configuration skips the groups found there (``--fresh`` ignores them). The
 partial file is removed once the final JSON is written.
 
-  python -m benchmarks.bench_proposals [--quick] [--out-dir DIR] [--fresh]
+  python -m benchmarks.studies.proposals [--quick] [--out-dir DIR] [--fresh]
 
 Writes ``bench_proposals.json`` and ``bench_proposals.png`` into ``--out-dir``
 (default ``benchmarks/results``). ``--quick`` (the smoke test): 8x8 digits
@@ -83,6 +83,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+from benchmarks import _common
 from benchmarks.paper import _paper
 
 NAME = "bench_proposals"
@@ -91,7 +92,7 @@ INITS = ("paper", "orthogonal")
 TASKS = ("rnn", "deep")
 SIGMA0, N_RESET = 1e-2, 100
 RNN_EPSILON, DEEP_EPSILON = 0.0, 1e-2
-TARGET_ACC = 0.9  # fig5_rnn.TRAINED
+TARGET_ACC = 0.9  # _rnn.TRAINED
 THRESHOLD_FACTOR = 2.0  # deep net: threshold = 2 x the Gaussian's median final MSE
 MOVE_COLORS = {"gaussian": "k", "orthogonal": "tab:red", "sparse": "tab:blue",
                "layerwise": "tab:green"}
@@ -261,14 +262,14 @@ def rnn_task(args):
   import jax.numpy as jnp
 
   import amc_jax
-  from benchmarks.paper import fig5_rnn
+  from benchmarks import _rnn
 
-  data = fig5_rnn.load_data(types.SimpleNamespace(data="digits", quick=args.quick,
+  data = _rnn.load_data(types.SimpleNamespace(data="digits", quick=args.quick,
                                                   seed=args.seed))
   train = (jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"]))
   test = (jnp.asarray(data["x_test"]), jnp.asarray(data["y_test"]))
   hidden, batch_size = 32, 64
-  init, logits, loss_fn = fig5_rnn.make_model(1, hidden)
+  init, logits, loss_fn = _rnn.make_model(1, hidden)
   # fig5_rnn's chain k: init key fold_in(key(seed), 1000 + k), the paper init.
   keys = jnp.stack([jax.random.fold_in(jax.random.key(args.seed), 1000 + i)
                     for i in range(args.seeds)])
@@ -299,7 +300,7 @@ def rnn_task(args):
     ev = {k: np.concatenate([np.asarray(first[k])[None], np.asarray(v)])
           for k, v in h["eval"].items()}  # [evals, chains]
     eval_steps = np.concatenate([[0], h["eval_step"]])
-    best = fig5_rnn.summarize(ev, eval_steps)
+    best = _rnn.summarize(ev, eval_steps)
     to_target = [first_reach(ev["test_acc"][:, c], eval_steps, lambda a: a >= TARGET_ACC)
                  for c in range(args.seeds)]
     return {
@@ -327,7 +328,7 @@ def rnn_task(args):
   info = {"data": data["description"], "sequence_length": int(train[0].shape[1]),
           "n_train": int(train[0].shape[0]), "n_test": int(test[0].shape[0]),
           "model": f"1-layer tanh RNN, hidden {hidden}, final state -> linear -> 2 logits, "
-                   "softmax cross-entropy (benchmarks/paper/fig5_rnn.make_model)",
+                   "softmax cross-entropy (benchmarks/_rnn.make_model, as in Fig. 5)",
           "batch_size": batch_size, "mode": "aMC minibatch mode (fit evaluates U(x) and U(x') "
                                             "on each step's minibatch)",
           "sigma0": SIGMA0, "epsilon": RNN_EPSILON, "n_reset": N_RESET,
@@ -350,17 +351,16 @@ def deep_task(args):
   import jax.numpy as jnp
 
   import amc_jax
-  from benchmarks import bench_signal_norm
+  from benchmarks import _problems
 
-  model = bench_signal_norm.DeepNarrow(args.depth)
-  theta, target = bench_signal_norm.deep_problem()
+  model = _problems.DeepNarrow(args.depth)
+  theta, target = _problems.deep_problem()
   data = (theta, target)
-  sn = amc_jax.signal_norm_value_fn(model, bench_signal_norm.mse)
+  sn = amc_jax.signal_norm_value_fn(model, _problems.mse)
   loss_fn = lambda p, b: sn(p, *b)
-  plain = jax.jit(jax.vmap(lambda p: bench_signal_norm.mse(model.apply({"params": p}, theta),
-                                                           target)))
+  plain = jax.jit(jax.vmap(lambda p: _problems.mse(model.apply({"params": p}, theta), target)))
   # fit's convention for params functions: chain keys split(fold_in(key, 1), M),
-  # so the paper-init chains are those of bench_signal_norm.py --part effect.
+  # so the paper-init chains are those of Fig. 6 (benchmarks/paper/fig6_deep.py).
   keys = jax.random.split(jax.random.fold_in(jax.random.key(args.seed), 1), args.seeds)
   params0 = both_inits(lambda k: model.init(k, theta[:1])["params"], keys, args)
   chunk = math.gcd(args.deep_steps, 500 if not args.quick else args.deep_log_every)
@@ -395,14 +395,14 @@ def deep_task(args):
   baseline = float(jnp.var(target))
   info = {"model": f"deep narrow tanh net, depth {args.depth}: 1 -> {args.depth - 2} x "
                    "[Dense(4), tanh] -> Dense(10), tanh -> Dense(1) "
-                   "(bench_signal_norm.DeepNarrow)",
+                   "(_problems.DeepNarrow)",
           "data": "1000 points theta = i/1000, f0 = 0.5 on (0.5, 0.75), else 0; MSE",
           "baseline_mse_best_constant": baseline,
           "mode": "aMC batch mode (one loss evaluation per step), signal norm on",
           "sigma0": SIGMA0, "epsilon": DEEP_EPSILON, "n_reset": N_RESET,
           "chunk": chunk, "log_every": log_every,
           "inits": {"paper": "every kernel and bias ~ N(0, 1e-4) (std 1e-2), "
-                             "bench_signal_norm.py's init",
+                             "Fig. 6's init",
                     "orthogonal": f"the paper draw with every square (4x4) hidden kernel "
                                   f"replaced by a random orthogonal matrix x "
                                   f"{args.orthogonal_gain}"},
@@ -545,10 +545,7 @@ def plot(record: dict, path: pathlib.Path) -> None:
       ax.set_xlabel("step")
       ax.legend(fontsize=7)
   fig.suptitle("aMC trial moves (proposal=): bold = median over seeds, faint = each seed")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  print(f"wrote {path}")
+  _common.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------
@@ -558,19 +555,12 @@ def plot(record: dict, path: pathlib.Path) -> None:
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.plot_from is not None:
-    plot(json.loads(args.plot_from.read_text()), args.plot_from.with_suffix(".png"))
+  if _common.replot(args.plot_from, plot):
     return None
-  t_start = time.perf_counter()
-  load_start = list(os.getloadavg())
-  if args.quick:
-    _paper.quick_compile()  # before JAX starts its backends
+  run = _common.start(args)  # load average, --quick compile, the XLA:CPU workaround
+  t_start, load_start = run.start, run.load_start
   import jax
 
-  from benchmarks import _common
-  import amc_jax
-
-  amc_jax.use_xla_cpu_workaround()
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   partial_path = out_dir / f"{NAME}.partial.json"

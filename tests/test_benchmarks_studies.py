@@ -1,5 +1,6 @@
-"""The benchmark scripts run end to end in a tiny configuration (not timed)."""
+"""benchmarks/studies/: the studies run end to end in tiny configurations (not timed)."""
 
+import importlib.util
 import json
 import math
 import os
@@ -9,78 +10,25 @@ import sys
 
 import pytest
 
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-CASES = {
-    "bench_step.py": [
-        "--steps", "50", "--mlp-steps", "2", "--mlp-mb-steps", "5", "--deep-steps", "5",
-        "--rnn-steps", "2", "--mlp-examples", "300", "--batch", "50", "--depth", "4",
-        "--rnn-sequences", "20", "--rnn-length", "8", "--chains", "1", "2",
-        "--ensemble-steps", "20", "--repeats", "1", "--no-torch",
-        "--accept-chains", "1", "2", "--accept-sine-steps", "20", "--accept-mlp-steps", "2",
-        "--accept-mlp-examples", "300", "--variants-steps", "20",
-        "--mlp-chains", "1", "2", "--mlp-chain-steps", "2",
-    ],
-    "bench_fit.py": [
-        "--steps", "200", "--chunk", "100", "--repeats", "1", "--n-large", "2000",
-        "--batch", "100", "--ensemble-steps", "100", "--ensemble-sizes", "1", "2",
-        "--measure-separate", "2",
-    ],
-}
+
+# ---------------------------------------------------------------------------
+# From tests/test_benchmarks.py
+# ---------------------------------------------------------------------------
 
 
-def _quick_env():
-  """The environment with XLA:CPU's backend optimisation off: these runs
-  compile a few dozen programs and run each briefly, so compiling is most of
-  their time (the numbers are not what is tested)."""
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-  return env
-
-
-@pytest.mark.parametrize("script", list(CASES))
-def test_benchmark_runs_and_writes_json(script, tmp_path):
-  out = tmp_path / "result.json"
-  result = subprocess.run(
-      [sys.executable, "-m", "benchmarks." + script.removesuffix(".py"), *CASES[script], "--out", str(out)],
-      capture_output=True, text=True, timeout=300, cwd=ROOT, env=_quick_env(),
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  record = json.loads(out.read_text())
-  assert record["machine"]["cpu_count"] >= 1
-  assert "command" in record
-  # Every row is a positive time, and the reference row of each table is 1.
-  if "tables" in record:  # bench_step.py: one table per problem
-    tables = list(record["tables"].values())
-    assert set(record["tables"]) == {"sine", "mlp", "mlp_mb", "deep", "rnn"}
-    assert all(row["chain_steps_per_second"] > 0 for row in record["ensembles_sine"].values())
-    for name in ("sine", "mlp"):
-      rows = record["accept_cond_vs_select"][name]
-      assert all(rows[m]["cond_over_select"] > 0 for m in ("1", "2"))
-    for rows in (record["ensembles_sine"], record["ensembles_mlp"]):
-      assert all(rows[m]["ratio_to_vmapped_floor"] > 0 for m in ("1", "2"))
-    variants = record["variants_and_blackjax"]["us_per_step"]
-    assert len(variants) >= 4 and all(v > 0 for v in variants.values())
-  else:
-    tables = [record["batch_mode"], record["minibatch"]]
-  for table in tables:
-    times = table["us_per_step"]
-    ratios = table.get("ratio_to_floor") or table["ratio_to_bare_scan"]
-    assert all(t > 0 for t in times.values())
-    assert sorted(ratios.values())[0] > 0 and 1.0 in ratios.values()
-    assert set(ratios) == set(times)
-
-
+# The cost part; the effect part is Fig. 6 (tests/test_benchmarks_paper.py).
 SIGNAL_NORM_QUICK = [
-    "--steps", "200", "--repeats", "1", "--depths", "4", "--seeds", "2",
-    "--mlp-examples", "500", "--mlp-scan-steps", "2", "--deep-scan-steps", "20",
-    "--cost-depth", "4", "--adam-lrs", "1e-3", "--no-plot",
+    "--repeats", "1", "--mlp-examples", "500", "--mlp-scan-steps", "2",
+    "--deep-scan-steps", "20", "--cost-depth", "4",
 ]
 
 
 def test_bench_signal_norm_runs_and_writes_json(tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.bench_signal_norm", *SIGNAL_NORM_QUICK,
+      [sys.executable, "-m", "benchmarks.studies.signal_norm", *SIGNAL_NORM_QUICK,
        "--out-dir", str(tmp_path)],
       capture_output=True, text=True, timeout=300, cwd=ROOT,
   )
@@ -88,7 +36,7 @@ def test_bench_signal_norm_runs_and_writes_json(tmp_path):
 
   cost = json.loads((tmp_path / "bench_signal_norm_cost.json").read_text())
   assert cost["machine"]["cpu_count"] >= 1
-  assert cost["command"].startswith("python -m benchmarks.bench_signal_norm")
+  assert cost["command"].startswith("python -m benchmarks.studies.signal_norm")
   assert cost["xla_cpu_workaround"] is True
   assert set(cost["models"]) == {"mlp", "deep"}
   for row in cost["models"].values():
@@ -99,22 +47,10 @@ def test_bench_signal_norm_runs_and_writes_json(tmp_path):
     # The cached losses agree with a float64 NumPy forward pass.
     assert all(c["rel_err"] < 1e-4 for c in row["loss_check"].values())
 
-  effect = json.loads((tmp_path / "bench_signal_norm_effect.json").read_text())
-  assert "command" in effect and effect["machine"]["cpu_count"] >= 1
-  assert effect["baseline_mse_best_constant"] == pytest.approx(0.04675, rel=1e-3)
-  assert set(effect["depths"]) == {"4"}
-  methods = effect["depths"]["4"]["methods"]
-  assert set(methods) == {"aMC, signal norm on", "aMC, signal norm off", "Adam, lr 0.001"}
-  for r in methods.values():
-    assert len(r["final_loss"]) == 2
-    assert all(math.isfinite(v) and v >= 0 for v in r["final_loss"])
-    assert len(r["history_loss"]) == 2
-    assert len(r["history_loss"][0]) == len(effect["history_steps"])
-  assert effect["wall_s_total"] > 0 and effect["plot"] is None
-  assert not (tmp_path / "bench_signal_norm_effect.png").exists()
+  assert not (tmp_path / "bench_signal_norm_effect.json").exists()  # Fig. 6's now
 
 
-PROPOSALS_MODULE = "benchmarks.bench_proposals"
+PROPOSALS_MODULE = "benchmarks.studies.proposals"
 
 
 def _run_proposals(out_dir, *extra):
@@ -131,7 +67,7 @@ def test_bench_proposals_quick_writes_json_and_resumes(tmp_path):
   record = json.loads((tmp_path / "bench_proposals.json").read_text())
   assert (tmp_path / "bench_proposals.png").stat().st_size > 0
   assert not (tmp_path / "bench_proposals.partial.json").exists()  # removed when done
-  assert record["command"].startswith("python -m benchmarks.bench_proposals --quick")
+  assert record["command"].startswith("python -m benchmarks.studies.proposals --quick")
   assert record["quick"] is True and record["jax_version"]
   assert record["machine"]["cpu_count"] >= 1
   assert len(record["load_average_start"]) == 3 and len(record["load_average_end"]) == 3
@@ -192,7 +128,7 @@ def test_bench_proposals_quick_writes_json_and_resumes(tmp_path):
   assert again["groups"]["rnn/paper/gaussian"]["wall_s"] == 12345.0
 
 
-PARALLEL_MODULE = "benchmarks.bench_parallel"
+PARALLEL_MODULE = "benchmarks.studies.parallel"
 
 
 def _run_parallel(out_dir, *extra):
@@ -211,7 +147,7 @@ def test_bench_parallel_quick_writes_json_and_resumes(tmp_path):
   record = json.loads((tmp_path / "bench_parallel.json").read_text())
   assert (tmp_path / "bench_parallel.png").stat().st_size > 0
   assert not (tmp_path / "bench_parallel.partial").exists()  # removed when done
-  assert record["command"].startswith("python -m benchmarks.bench_parallel --quick")
+  assert record["command"].startswith("python -m benchmarks.studies.parallel --quick")
   assert record["quick"] is True and record["jax_version"]
   assert set(record["library_at_start"]) == {"commit", "amc_jax_modified"}
   assert record["machine"]["cpu_count"] >= 1
@@ -273,3 +209,131 @@ def test_bench_parallel_quick_writes_json_and_resumes(tmp_path):
   again = json.loads((tmp_path / "bench_parallel.json").read_text())
   assert list(again["groups"]) == ["sine/aMC"]
   assert again["groups"]["sine/aMC"]["median_wall_s"] == 12345.0
+
+
+# ---------------------------------------------------------------------------
+# From tests/test_bench_evosax.py
+# ---------------------------------------------------------------------------
+
+EVOSAX_QUICK = ["--evaluations", "20000", "--seeds", "1", "--popsizes", "8", "--rows", "20", "--no-plot"]
+
+
+def test_bench_evosax_runs_and_writes_json(tmp_path):
+  out = tmp_path / "bench_evosax.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.studies.evosax", *EVOSAX_QUICK, "--out", str(out)],
+      capture_output=True, text=True, timeout=300, cwd=ROOT,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  if importlib.util.find_spec("evosax") is None:
+    # The optional extra is missing: the script says so and writes nothing.
+    assert "evosax is not installed" in result.stdout
+    assert not out.exists()
+    pytest.skip("evosax is not installed (checked the script's message)")
+
+  record = json.loads(out.read_text())
+  assert record["machine"]["cpu_count"] >= 1
+  assert record["command"].startswith("python -m benchmarks.studies.evosax")
+  assert record["plot"] is None and not out.with_suffix(".png").exists()
+  methods = record["methods"]
+  assert {r["kind"] for r in methods.values()} == {"amc", "open_es", "cma_es"}
+  assert len(methods) == 4  # aMC, OpenAI-ES defaults and scaled, CMA-ES at P = 8
+  for name, r in methods.items():
+    assert r["evaluations"] == 20000, name
+    assert len(r["final_best_loss"]) == 1 and len(r["wall_s"]) == 1
+    assert all(math.isfinite(v) and v >= 0 for v in r["final_best_loss"]), name
+    assert r["median_wall_s"] > 0 and r["evaluations_per_s"] > 0, name
+    curves = r["curves"]
+    n = len(curves["evaluations"])
+    assert curves["evaluations"][-1] == r["evaluations"]
+    assert len(curves["best_loss"][0]) == n and len(curves["seconds"][0]) == n
+    assert all(math.isfinite(v) for v in curves["best_loss"][0]), name
+    # Best-so-far never rises; time never runs backwards.
+    assert all(b <= a for a, b in zip(curves["best_loss"][0], curves["best_loss"][0][1:]))
+    assert all(t > 0 for t in curves["seconds"][0])
+    assert all(b >= a for a, b in zip(curves["seconds"][0], curves["seconds"][0][1:]))
+    if r["kind"] == "amc":
+      assert r["final_mean_loss"] is None
+    else:
+      assert all(math.isfinite(v) for v in r["final_mean_loss"]), name
+  # aMC gets somewhere on this budget (the initial loss is about 0.53).
+  assert methods["aMC"]["median_final_best_loss"] < 1e-2
+
+
+# ---------------------------------------------------------------------------
+# From tests/test_bench_new.py
+# ---------------------------------------------------------------------------
+
+def _quick_compile_env():
+  """XLA:CPU's backend optimisation off: compiling is most of these runs."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+  return env
+
+
+def run(module, *args, timeout=600):
+  result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=_quick_compile_env())
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.mark.slow
+def test_minibatch_study_quick_writes_every_method_and_resumes(tmp_path):
+  run("benchmarks.studies.minibatch", "--quick", "--models", "mlp", "--out-dir", str(tmp_path))
+  record = json.loads((tmp_path / "minibatch_quick.json").read_text())
+  methods = {r["method"] for r in record["runs"]}
+  assert {"full batch, eps=0", "sequential 0.8, eps=0", "sequential 0.95 every chunk, eps=0",
+          "fixed 25, eps=0.01", "adam"} <= methods
+  assert len(methods) == 17
+  for r in record["runs"]:
+    c = r["curve"]
+    assert c["passes"][0] == 0 and c["passes"][-1] >= 4.0 * (1 - 1e-6)
+    assert len(c["passes"]) == len(c["loss"]) == len(c["test_accuracy"])
+  summary = record["summary"]["mlp"]["sequential 0.95, eps=0"]
+  assert summary["drift"] >= 0 and summary["seeds"] == 1
+  # A rerun finds every run in the JSON and computes nothing again.
+  again = run("benchmarks.studies.minibatch", "--quick", "--models", "mlp", "--out-dir",
+              str(tmp_path))
+  assert "mlp seed 0" not in again.stdout
+
+
+@pytest.mark.slow
+def test_sequential_bias_quick(tmp_path):
+  run("benchmarks.studies.sequential_bias", "--quick", "--confidences", "0.95", "1.0",
+      "--out-dir", str(tmp_path))
+  rows = json.loads((tmp_path / "sequential_bias.json").read_text())["rows"]
+  assert [r["confidence"] for r in rows] == [0.95, 1.0]
+  assert rows[1]["examples_per_step"] == 1000  # confidence 1 reads everything
+  assert rows[0]["examples_per_step"] < 1000
+
+
+# ---------------------------------------------------------------------------
+# From tests/test_correspondence.py
+# ---------------------------------------------------------------------------
+
+def test_correspondence_benchmark_runs_and_writes_json(tmp_path):
+  import json
+  import pathlib
+  import subprocess
+  import sys
+
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = tmp_path / "corr.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.studies.correspondence", "--run", "1e-2", "0.02",
+       "--lambdas", "0.1", "0.5", "--chains", "16", "--records", "2", "--k-points", "100",
+       "--out", str(out)],
+      capture_output=True, text=True, timeout=300, cwd=root,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(out.read_text())
+  assert set(record["final"]) == {"alpha 0.01, float32, lambda 0.1", "alpha 0.01, float32, lambda 0.5"}
+  for row in record["final"].values():
+    assert row["t"] == pytest.approx(0.02)
+    assert 0 < row["delta_floor"] and 0 < row["delta"] < 1
+  (run,) = record["runs"]
+  for lam in run["lambdas"].values():
+    assert lam["numpy_check_max_rel_err"] < 1e-4
+    assert len(lam["time"]) == 3 and len(lam["gd_final"]) == 90
+  assert (tmp_path / "corr_alpha0.01_float32.png").stat().st_size > 0

@@ -17,7 +17,7 @@ of a table are interleaved, so they share the load of a shared machine:
    vmap cannot shrink the arithmetic, only the per-step overhead) and on a
    ``--small-points`` version of it, where the per-step overhead dominates.
 
-  python -m benchmarks.bench_fit [--steps 20000] [--repeats 7] [--out FILE]
+  python -m benchmarks.speed.fit [--steps 20000] [--repeats 7] [--out FILE]
 
 Prints the tables and writes JSON (with the machine described) to
 ``benchmarks/out/bench_fit.json`` (git-ignored) unless ``--out`` says otherwise;
@@ -156,7 +156,7 @@ def main(argv=None):
   parser.add_argument("--measure-separate", type=int, default=10,
                       help="measure M separate fits up to this M, else M x single")
   parser.add_argument(
-      "--out", default=str(pathlib.Path(__file__).parent / "out" / "bench_fit.json")
+      "--out", default=str(_common.OUT / "bench_fit.json")
   )
   args = parser.parse_args(argv)
   amc_jax.use_xla_cpu_workaround()  # before the first computation
@@ -203,7 +203,7 @@ def main(argv=None):
             f" {r['speedup']:7.1f}x")
 
   result = {
-      "command": "python -m benchmarks.bench_fit " + " ".join(argv),
+      "command": "python -m benchmarks.speed.fit " + " ".join(argv),
       "problem": f"sine net 1-{HIDDEN}-1 tanh, float32, aMC(1e-2, epsilon=0.1, n_reset=100)",
       "steps": args.steps,
       "chunk": args.chunk,

@@ -1,6 +1,6 @@
 """aMC against evosax's OpenAI-ES and CMA-ES: loss per loss evaluation and per second.
 
-The problem is ``bench_step.sine_problem()``: the paper's sine net (1-30-1
+The problem is ``_problems.sine_problem()``: the paper's sine net (1-30-1
 tanh, 90 params, 1000 points, MSE, float32), all methods starting from the
 same params. Every method gets the same budget of loss evaluations:
 
@@ -31,7 +31,7 @@ slower when other jobs load the cores, so the script sets
 ``OPENBLAS_NUM_THREADS=1`` (``--blas-threads``) before the first computation;
 it touches nothing else (XLA's own ops do not use OpenBLAS).
 
-  python -m benchmarks.bench_evosax [--evaluations 200000] [--seeds 3]
+  python -m benchmarks.studies.evosax [--evaluations 200000] [--seeds 3]
       [--popsizes 16 64] [--rows 60] [--no-plot] [--out FILE]
 
 Prints a table and writes JSON (with the machine described) to
@@ -58,14 +58,11 @@ import optax
 import amc_jax
 
 from benchmarks import _common
-from benchmarks import bench_step  # sine_problem()
+from benchmarks import _evosax
+from benchmarks import _problems
+from benchmarks._evosax import evosax_method, row_ends
 
 NO_EVOSAX = "evosax is not installed (pip install evosax>=0.3): nothing to compare against; skipping bench_evosax."
-
-
-def row_ends(total, rows):
-  """Log-spaced step (generation) counts from 1 to ``total``, unique, ending at ``total``."""
-  return [int(e) for e in np.unique(np.round(np.geomspace(1, total, max(rows, 2))))]
 
 
 def amc_method(loss, params):
@@ -87,36 +84,11 @@ def amc_method(loss, params):
   }
 
 
-def evosax_method(es, es_params, loss, params):
-  def body(_, carry):
-    state, key = carry
-    key, k_ask, k_tell = jax.random.split(key, 3)
-    population, state = es.ask(k_ask, state, es_params)
-    fitness = jax.vmap(loss)(population)  # evosax minimises
-    state, _ = es.tell(k_tell, population, fitness, state, es_params)
-    return state, key
-
-  advance = jax.jit(lambda carry, n: jax.lax.fori_loop(0, n, body, carry))
-  mean_loss = jax.jit(lambda carry: loss(es.get_mean(carry[0])))
-  keys = lambda seed: jax.random.split(jax.random.key(seed))
-  return {
-      "init": lambda seed: (es.init(keys(seed)[0], params, es_params), keys(seed)[1]),
-      "advance": advance,
-      "best": lambda carry: carry[0].best_fitness,
-      "std": lambda carry: carry[0].std,
-      "mean_loss": mean_loss,
-  }
-
-
 def run_one(method, seed, ends):
   """Runs one method to the end of every row; returns its curves and wall time."""
   carry = method["init"](seed)
-  seconds, best, mean, done, elapsed = [], [], [], 0, 0.0
-  for end in ends:
-    t0 = time.perf_counter()
-    carry = jax.block_until_ready(method["advance"](carry, end - done))
-    elapsed += time.perf_counter() - t0
-    done = end
+  seconds, best, mean = [], [], []
+  for carry, elapsed in _evosax.timed_rows(method["advance"], carry, ends):
     seconds.append(elapsed)
     best.append(float(method["best"](carry)))
     if method["mean_loss"] is not None:
@@ -143,7 +115,7 @@ def main(argv=None):
                            " on a loaded machine")
   parser.add_argument("--no-plot", action="store_true")
   parser.add_argument(
-      "--out", default=str(pathlib.Path(__file__).parent / "out" / "bench_evosax.json")
+      "--out", default=str(_common.OUT / "bench_evosax.json")
   )
   args = parser.parse_args(argv)
   argv = sys.argv[1:] if argv is None else argv
@@ -160,7 +132,7 @@ def main(argv=None):
     parser.error("--popsizes must be even and >= 2 (OpenAI-ES samples antithetic pairs)")
   evosax_version = importlib.metadata.version("evosax")
 
-  params, loss = bench_step.sine_problem()
+  params, loss = _problems.sine_problem()
   specs = {"aMC": dict(kind="amc", popsize=1, hyperparameters={
       "sigma0": 1e-2, "epsilon": 0.1, "n_reset": 100, "sigma_decay": 0.95,
       "temperature": 0.0, "mode": "batch"})}
@@ -247,7 +219,7 @@ def main(argv=None):
         },
     }
 
-  print(f"sine net 1-{bench_step.HIDDEN}-1 tanh, {bench_step.N_POINTS} points,"
+  print(f"sine net 1-{_problems.HIDDEN}-1 tanh, {_problems.N_POINTS} points,"
         f" {args.evaluations} loss evaluations per run, median over {args.seeds} seeds"
         f" (evosax {evosax_version})")
   print(f"{'method':36s} {'P':>3s} {'evals':>8s} {'best loss':>10s} {'mean loss':>10s}"
@@ -265,9 +237,9 @@ def main(argv=None):
   png = out.with_suffix(".png")
   plotted = False if args.no_plot else plot(out_methods, png)
   result = {
-      "command": "python -m benchmarks.bench_evosax " + " ".join(argv),
-      "problem": (f"sine net 1-{bench_step.HIDDEN}-1 tanh, {bench_step.N_POINTS} points, MSE,"
-                  " float32, bench_step.sine_problem() (same initial params for every run)"),
+      "command": "python -m benchmarks.studies.evosax " + " ".join(argv),
+      "problem": (f"sine net 1-{_problems.HIDDEN}-1 tanh, {_problems.N_POINTS} points, MSE,"
+                  " float32, _problems.sine_problem() (same initial params for every run)"),
       "evosax_version": evosax_version,
       "evosax_api": "evosax.algorithms.{Open_ES,CMA_ES}(population_size, solution);"
                     " init(key, mean, params); ask(key, state, params);"

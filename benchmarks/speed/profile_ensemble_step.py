@@ -1,12 +1,12 @@
 """Diagnostic: a vmapped aMC step on the sine net, 1 and 10 chains, with and
 without value= (the first-step while loop), timed interleaved:
 
-  python -m benchmarks.profile_ensemble_step
+  python -m benchmarks.speed.profile_ensemble_step
 """
 import jax, jax.numpy as jnp, optax, amc_jax
 amc_jax.use_xla_cpu_workaround()
-from benchmarks import bench_step as B
-params, loss = B.sine_problem()
+from benchmarks import _problems, _scans as B
+params, loss = _problems.sine_problem()
 tx = amc_jax.amc(1e-2, 0.1, 100)
 N = 2000
 def make(m, with_value, vm=True):

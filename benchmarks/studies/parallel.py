@@ -21,7 +21,7 @@ loss; the seeds change only the methods' random numbers):
   function of 1000 points, MSE (best constant 0.04675). The aMC-based methods
   use signal norm (Section III B; the value function also returns the
   lambdas, from the same forward pass), without which aMC does not move this
-  net (``bench_signal_norm.py``); the loss is the same MSE for everyone. One
+  net (``studies/signal_norm.py``); the loss is the same MSE for everyone. One
   extra row, ``aMC (signal norm off)``, shows plain aMC.
 * ``rnn``: ``_problems.rnn``, the tanh RNN (hidden 32, 1186 params) reading
   binary sequences, cross-entropy on whether the first half holds more ones
@@ -49,7 +49,7 @@ method: sine and rnn ``sigma0=1e-2, epsilon=0.1, n_reset=100``; deep
   the run's steps; the answer is the best replica. The population starts as
   M copies of the initial params (not drawn at the first temperature).
 * evosax (>= 0.3) ``Open_ES`` (antithetic, centred ranks, ``optax.adam(1e-2)``,
-  constant std 1e-2: the "scaled" variant of ``bench_evosax.py``, since the
+  constant std 1e-2: the "scaled" variant of ``studies/evosax.py``, since the
   library defaults barely move these nets), ``SNES`` and ``CMA_ES`` (library
   defaults, std_init 1.0), population P = 128, one ``ask``/``vmap(loss)``/
   ``tell`` per generation (``bench_evosax.evosax_method``). Loss reported: the
@@ -87,7 +87,7 @@ Each finished (problem, method) group is checkpointed as its own JSON in
 skips the groups found there (``--fresh`` ignores them); the directory is
 removed once the final JSON is written.
 
-  python -m benchmarks.bench_parallel [--quick] [--out-dir DIR] [--fresh]
+  python -m benchmarks.studies.parallel [--quick] [--out-dir DIR] [--fresh]
 
 Writes ``bench_parallel.json`` and ``bench_parallel.png`` (best loss vs
 evaluations and vs wall seconds per problem, one line per method, median bold,
@@ -112,6 +112,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+from benchmarks import _common
 from benchmarks.paper import _paper
 
 NAME = "bench_parallel"
@@ -270,19 +271,17 @@ def make_problem(name: str, args) -> dict:
                amc=dict(sigma0=1e-2, epsilon=0.1, n_reset=100, signal_norm=False),
                description=prob.description + ", MSE, _problems.sine (init 0.1 N(0, 1))")
   elif name == "deep":
-    from benchmarks import bench_signal_norm
-
-    model = bench_signal_norm.DeepNarrow(args.depth)
-    theta, target = bench_signal_norm.deep_problem()
+    model = _problems.DeepNarrow(args.depth)
+    theta, target = _problems.deep_problem()
     params = model.init(jax.random.key(0), theta[:1])["params"]
-    mse = bench_signal_norm.mse
+    mse = _problems.mse
     loss = lambda p: mse(model.apply({"params": p}, theta), target)
     sn = amc_jax.signal_norm_value_fn(model, mse)
     out = dict(params=params, loss=loss, value_fn=lambda p: sn(p, theta, target),
                amc=dict(sigma0=1e-2, epsilon=1e-2, n_reset=100, signal_norm=True),
                description=(f"deep narrow tanh net, depth {args.depth}: 1 -> {args.depth - 2} x "
                             "[Dense(4), tanh] -> Dense(10), tanh -> Dense(1) "
-                            "(bench_signal_norm.DeepNarrow), every weight and bias ~ N(0, 1e-4) "
+                            "(_problems.DeepNarrow), every weight and bias ~ N(0, 1e-4) "
                             "(one draw, key 0), 1000 points theta = i/1000, target 0.5 on "
                             "(0.5, 0.75) else 0, MSE"),
                baseline_mse_best_constant=float(jnp.var(target)))
@@ -443,7 +442,7 @@ def evosax_es(prob: dict, loss, kind: str, args) -> dict:
   import optax
   from evosax.algorithms import CMA_ES, SNES, Open_ES
 
-  from benchmarks import bench_evosax  # the same ask / vmap(loss) / tell loop
+  from benchmarks import _evosax  # the same ask / vmap(loss) / tell loop
 
   p, params = args.es_popsize, prob["params"]
   if kind == "OpenES":
@@ -457,7 +456,7 @@ def evosax_es(prob: dict, loss, kind: str, args) -> dict:
   else:
     es = CMA_ES(p, params)
     call = f"evosax CMA_ES({p}) defaults (std_init 1.0, Hansen's weights and rates)"
-  m = bench_evosax.evosax_method(es, es.default_params, loss, params)
+  m = _evosax.evosax_method(es, es.default_params, loss, params)
   return {
       "init": m["init"],
       "advance": m["advance"],
@@ -503,14 +502,16 @@ def planned(problem: str, args) -> list[str]:
 
 
 def row_ends(total: int, rows: int) -> list[int]:
-  from benchmarks import bench_evosax
+  from benchmarks import _evosax
 
-  return bench_evosax.row_ends(total, rows)
+  return _evosax.row_ends(total, rows)
 
 
 def run_group(problem: str, name: str, prob: dict, args) -> dict:
   """Every seed of one method on one problem: curves, finals, wall times."""
   import jax
+
+  from benchmarks import _evosax
 
   budget = budget_of(args, problem)
   # ES loops are one vmap(loss) over P per generation by construction, and a
@@ -532,12 +533,8 @@ def run_group(problem: str, name: str, prob: dict, args) -> dict:
     if counter is not None:
       counter.reset()
     carry = method["init"](seed)
-    seconds, best, done, elapsed = [], [], 0, 0.0
-    for end in ends:
-      t0 = time.perf_counter()
-      carry = jax.block_until_ready(method["advance"](carry, end - done))
-      elapsed += time.perf_counter() - t0
-      done = end
+    seconds, best = [], []
+    for carry, elapsed in _evosax.timed_rows(method["advance"], carry, ends):
       seconds.append(elapsed)
       best.append(float(method["best"](carry)))
     if counter is not None:
@@ -580,7 +577,6 @@ _BUILT = {}  # (problem, method) -> method built without a counter, in this proc
 def step_cost(problem: str, prob: dict, args, budget: int) -> dict:
   """Per-step wall time of K = 64 against K = 1, interleaved repeats (the
   loops of the runs when built in this process, without counting callbacks)."""
-  from benchmarks import _common
 
   import jax
 
@@ -749,10 +745,7 @@ def plot(record: dict, path: pathlib.Path) -> None:
     axes[0][j].legend(fontsize=6.5)
   fig.suptitle("bench_parallel: median over seeds bold, each seed faint\ndotted: threshold "
                "(aMC K=1 median at half the budget); dashed: best constant", fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  print(f"wrote {path}")
+  _common.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------
@@ -762,22 +755,15 @@ def plot(record: dict, path: pathlib.Path) -> None:
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.plot_from is not None:
-    plot(json.loads(args.plot_from.read_text()), args.plot_from.with_suffix(".png"))
+  if _common.replot(args.plot_from, plot):
     return None
-  t_start = time.perf_counter()
-  load_start = list(os.getloadavg())
+  run = _common.start(args)  # load average, --quick compile, the XLA:CPU workaround
+  t_start, load_start, workaround = run.start, run.load_start, run.workaround
   commit = library_commit()
-  if args.quick:
-    _paper.quick_compile()  # before JAX starts its backends
   if args.blas_threads > 0:  # read when CMA-ES's first eigh loads OpenBLAS
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
   import jax
 
-  from benchmarks import _common
-  import amc_jax
-
-  workaround = amc_jax.use_xla_cpu_workaround()
   try:
     import evosax  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     import importlib.metadata

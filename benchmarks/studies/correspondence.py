@@ -41,8 +41,8 @@ lambda; (b) all 90 weights at the final time, mean against gradient descent;
 descent are recomputed in float64 NumPy and the largest relative difference
 is recorded (``numpy_check``): a guard against XLA:CPU miscompilation.
 
-    python -m benchmarks.bench_correspondence              # the full run
-    python -m benchmarks.bench_correspondence --quick      # a smoke test
+    python -m benchmarks.studies.correspondence              # the full run
+    python -m benchmarks.studies.correspondence --quick      # a smoke test
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import numpy as np
 
 from benchmarks import _common
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = _common.RESULTS
 HIDDEN, K_POINTS = 30, 1000
 
 
@@ -240,7 +240,7 @@ def main(argv=None):
     print(f"{name}: t = {row['t']:.4g}  Delta = {row['delta']:.3g}  floor = {row['delta_floor']:.3g}")
   print(f"total wall time {wall:.0f} s")
   record = {
-      "command": "python -m benchmarks.bench_correspondence " + " ".join(argv if argv is not None else sys.argv[1:]),
+      "command": "python -m benchmarks.studies.correspondence " + " ".join(argv if argv is not None else sys.argv[1:]),
       "problem": f"Eq. 48 net, {HIDDEN} tanh units ({3 * HIDDEN} params), sin(2 pi theta) at K = {args.k_points}"
                  " points, init N(0, 1e-4) with jax.random.key(0), T = 0",
       "chains": args.chains, "records": args.records, "kept": args.kept, "seed": args.seed,

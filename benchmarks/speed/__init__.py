@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of the library: ``python -m benchmarks.speed.<name>``."""
