@@ -50,7 +50,8 @@ class Spec:
   tx: Ref
   loss_fn: Ref
   # "none": loss_fn(params); "full": a fixed batch; "minibatch"; "sequential":
-  # the sequential test over the shuffled data, in chunks.
+  # the sequential test over the shuffled data, in chunks; "key":
+  # loss_fn(params, key) with a fresh key per step (random_loss=True).
   mode: str
   batch_size: int  # minibatch size in "minibatch" mode, units per chunk in "sequential", else 0
   monte_carlo: bool
@@ -106,8 +107,8 @@ def _step_passes(spec: Spec, opt_state, batch: PyTree) -> jax.Array:
     per_step = jax.tree_util.tree_leaves(batch)[0].shape[0]
   else:
     per_step = spec.batch_size if spec.mode == "minibatch" else 1
-  if spec.monte_carlo and spec.mode == "minibatch":
-    per_step *= 2  # U(x) and U(x') on the step's minibatch
+  if spec.monte_carlo and spec.mode in ("minibatch", "key"):
+    per_step *= 2  # U(x) and U(x') on the step's minibatch (or key)
   return jnp.asarray(per_step / spec.pass_size, dtype)
 
 
@@ -125,8 +126,8 @@ def _chain_step(spec: Spec, params, opt_state, batch):
     )
   value_fn = _value_fn(spec, batch)
   if spec.monte_carlo:
-    if spec.mode == "minibatch":
-      # Both losses on this step's minibatch: right whatever the mode of tx (a
+    if spec.mode in ("minibatch", "key"):
+      # Both losses on this step's minibatch (or key: common random numbers): right whatever the mode of tx (a
       # batch-mode cache holds U(x) on the previous minibatch), and as cheap
       # as minibatch=True (two evaluations per step).
       value = (jax.vmap(value_fn) if spec.replicas else value_fn)(params)
@@ -163,6 +164,8 @@ def _draw_batch(spec: Spec, data: PyTree, data_key: jax.Array, t: jax.Array) -> 
   and the batch of step ``t`` depends on neither the chunking nor the
   optimizer's keys.
   """
+  if spec.mode == "key":
+    return jax.random.fold_in(data_key, t)
   if spec.mode != "minibatch":
     return data
   n = jax.tree_util.tree_leaves(data)[0].shape[0]

@@ -174,17 +174,19 @@ def _check_data(data: PyTree) -> tuple[PyTree, int]:
   return jax.device_put(data), n
 
 
-def _check_signature(loss_fn: Callable, with_batch: bool) -> None:
+def _check_signature(loss_fn: Callable, second: Optional[str]) -> None:
+  """Raises unless ``loss_fn(params)`` or ``loss_fn(params, second)`` binds."""
   try:
     sig = inspect.signature(loss_fn)
   except (TypeError, ValueError):  # builtins, some C extensions: trust the caller
     return
-  args = ("params", "batch") if with_batch else ("params",)
+  args = ("params",) if second is None else ("params", second)
   try:
     sig.bind(*args)
   except TypeError:
-    form = "loss_fn(params, batch)" if with_batch else "loss_fn(params)"
-    why = "data is given" if with_batch else "there is no data"
+    form = f"loss_fn({', '.join(args)})"
+    why = {"batch": "data is given", "key": "random_loss=True",
+           None: "there is no data"}[second]
     raise TypeError(
         f"loss_fn must be callable as {form} since {why}; its signature is {sig}."
     ) from None
@@ -452,6 +454,7 @@ def fit(
     progress: Union[bool, Callable[[str], None]] = True,
     max_seconds: Optional[float] = None,
     donate: bool = False,
+    random_loss: bool = False,
 ) -> FitResult:
   r"""Trains ``params`` with ``tx`` for ``steps`` steps in compiled chunks.
 
@@ -514,6 +517,22 @@ def fit(
   or ``num_proposals > 1``: there ``batch_size`` draws plain minibatches
   (with a warning for signal norm). Gradient optimizers and replica methods
   always draw plain minibatches; a per-example loss is averaged for them.
+
+  **Random objectives: common random numbers.** With ``random_loss=True``
+  the loss is ``loss_fn(params, key)`` (no ``data``): an objective that
+  depends on random numbers, such as the mean return of a policy over a
+  batch of episodes whose initial states and noise come from ``key``. Step
+  ``t`` draws a fresh key, ``jax.random.fold_in(jax.random.fold_in(key, 0),
+  t)``, and a Monte Carlo step evaluates U(x) and U(x') with that same key,
+  so that the comparison of the two is not drowned in the noise of the
+  episodes (common random numbers); like a minibatch step, that is two
+  evaluations per step (``data_passes`` counts evaluations). The keys are
+  ``fit``'s ``key``, separate from the optimizer's own key stream (the seed
+  of ``tx``), so a run is reproducible from both. All chains of an ensemble
+  see the same keys; a gradient optimizer gets the gradient at that key.
+  Writing your own loop: ``amc(..., minibatch=True)`` evaluates U(x) on
+  every step, so ``value_fn=lambda p: loss_fn(p, key_t)`` with a fresh
+  ``key_t`` per step does the same.
 
   Full-batch steps pass the loss cached in the state: one evaluation per
   step. That cache is re-based on the data before the first step (one more
@@ -595,6 +614,9 @@ def fit(
       to keep the caller's arrays valid (one P of memory for the params). Your
       arrays are deleted; use ``FitResult.params``. No effect when ``params`` is an init function,
       whose params fit owns anyway.
+    random_loss: ``True``: ``loss_fn(params, key)`` is a random objective,
+      evaluated at x and x' with the same fresh key every step (see above);
+      excludes ``data``.
 
   Returns:
     A :class:`FitResult` ``(params, opt_state, history, best_chain, steps_taken)``.
@@ -619,7 +641,7 @@ def fit(
   started = time.perf_counter()
   steps, data, n_examples, batch_size, progressive, eval_every = _check_arguments(
       tx, loss_fn, steps, data, batch_size, progressive, eval_fn, eval_every, progress,
-      max_seconds, donate,
+      max_seconds, donate, random_loss,
   )
   key = base.as_key(key, "key")
   schedule = _schedule(steps, chunk, log_every, eval_fn, eval_every)
@@ -628,6 +650,7 @@ def fit(
   spec, opt_state, feed = _configure(
       tx, loss_fn, params, opt_state, data, n_examples, key, batch_size=batch_size,
       progressive=progressive, sequential=sequential, ensemble=ensemble,
+      random_loss=random_loss,
   )
   run = _Run(params=params, opt_state=opt_state, feed=feed, data_key=jax.random.fold_in(key, 0),
              first=_steps_taken(opt_state))
@@ -644,7 +667,7 @@ def fit(
 
 
 def _check_arguments(tx, loss_fn, steps, data, batch_size, progressive, eval_fn, eval_every,
-                     progress, max_seconds, donate):
+                     progress, max_seconds, donate, random_loss):
   """Validates fit's arguments; returns the normalised ``(steps, data (on the
   device), n_examples, batch_size, progressive, eval_every)``."""
   if not (hasattr(tx, "init") and hasattr(tx, "update")):
@@ -654,8 +677,14 @@ def _check_arguments(tx, loss_fn, steps, data, batch_size, progressive, eval_fn,
   steps = trees.check_int("steps", steps, 1)
   if max_seconds is not None:
     base.check_positive("max_seconds", max_seconds)
-  if not isinstance(donate, bool):
-    raise TypeError(f"donate must be True or False, got {donate!r}.")
+  for name, flag in (("donate", donate), ("random_loss", random_loss)):
+    if not isinstance(flag, bool):
+      raise TypeError(f"{name} must be True or False, got {flag!r}.")
+  if random_loss and data is not None:
+    raise ValueError(
+        "random_loss=True evaluates loss_fn(params, key) with a fresh key each step;"
+        " it takes no data= (draw the data from the key inside loss_fn)."
+    )
   if not isinstance(progress, bool) and not callable(progress):
     raise TypeError(f"progress must be a bool or a callable, got {progress!r}.")
   n_examples = 0
@@ -678,7 +707,8 @@ def _check_arguments(tx, loss_fn, steps, data, batch_size, progressive, eval_fn,
           "progressive batching chooses the minibatch size itself; drop batch_size."
       )
     progressive = _check_progressive(progressive, n_examples)
-  _check_signature(loss_fn, with_batch=data is not None)
+  _check_signature(loss_fn, second="batch" if data is not None else (
+      "key" if random_loss else None))
   if eval_every is not None:
     if eval_fn is None:
       raise ValueError("eval_every needs an eval_fn.")
@@ -760,7 +790,7 @@ class _Feed(NamedTuple):
 
 
 def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_size,
-               progressive, sequential, ensemble):
+               progressive, sequential, ensemble, random_loss):
   """What the chunks run: the :class:`chunks.Spec` (Monte Carlo or gradients, the
   data mode, the sequential test), the state with its caches set for it,
   and the :class:`_Feed`."""
@@ -778,7 +808,7 @@ def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_s
   )
   if test is not None and progressive is not None:
     raise ValueError("progressive batching and the sequential test exclude each other.")
-  mode = "none" if data is None else (
+  mode = ("key" if random_loss else "none") if data is None else (
       "sequential" if test else ("minibatch" if batch_size else "full"))
   spec = chunks.Spec(
       tx=chunks.Ref(tx), loss_fn=chunks.Ref(loss_fn), mode=mode,
@@ -798,7 +828,7 @@ def _configure(tx, loss_fn, params, opt_state, data, n_examples, key, *, batch_s
     opt_state = _attach_sequential(opt_state, test, ensemble)
   elif any(s.sequential is not None for s in state_lib.monte_carlo_states(opt_state)):
     opt_state = _attach_sequential(opt_state, None, ensemble)  # sequential=False
-  if test is None and monte_carlo and mode != "minibatch":
+  if test is None and monte_carlo and mode not in ("minibatch", "key"):
     opt_state = chunks.rebase(params, opt_state, feed.batch, spec=spec, reset=False)
   return spec, opt_state, feed
 
@@ -869,7 +899,7 @@ def _grow(run, spec, data, n_examples, progressive) -> None:
     return
   error = np.asarray(
       chunks.errors(run.params, run.feed.batch, error_fn=chunks.Ref(progressive.error_fn),
-              ensemble=spec.ensemble or spec.replicas)
+                    ensemble=spec.ensemble or spec.replicas)
   )
   if float(np.min(error)) < float(progressive.threshold):
     size = min(run.feed.size * progressive.factor, n_examples)
