@@ -35,7 +35,7 @@ reductions, which XLA then computes itself (the elementwise producer written
 out, then a tree of reduce-windows): ``sum(x * x)`` over 60000x784 float32
 takes 7-10x longer (0.10.2: 18-33 -> 180-250 ms, about what 0.10.1 takes
 without any flag); the 784-16-16-10 MLP loss on 60000 examples 1.05-1.3x,
-its gradient ~1.0x (2 shared cores, rough; ``xla_cpu_bug.py --time``).
+its gradient ~1.0x (2 shared cores, rough; ``benchmarks/studies/xla_cpu_bug.py --time``).
 Rejected: ``-reduce,+eltwise`` (fast sums again, but YNN's eltwise fusion
 gets the issue's reproducer wrong on 0.9.1-0.10.2) and an empty list (every
 YNN fusion off: as slow, and wider).
