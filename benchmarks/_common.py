@@ -123,12 +123,14 @@ NO_XLA_WORKAROUND_HELP = "skip amc_jax.use_xla_cpu_workaround()"
 
 def parser(description: str, *, quick: "str | None" = QUICK_HELP, out_dir: bool = True,
            no_plot: "str | None" = "skip the PNG",
-           xla_workaround: "str | None" = None) -> argparse.ArgumentParser:
+           xla_workaround: "str | None" = None, resumable: bool = False) -> argparse.ArgumentParser:
   """An argument parser with the options the scripts share.
 
   ``--quick`` (help ``quick``; None: no such flag), ``--out-dir`` (default
-  benchmarks/out), ``--no-plot`` (help ``no_plot``; None: no flag) and, with
-  ``xla_workaround`` (its help), ``--no-xla-workaround``. A script adds its own.
+  benchmarks/out), ``--no-plot`` (help ``no_plot``; None: no flag), with
+  ``xla_workaround`` (its help) ``--no-xla-workaround``, and with
+  ``resumable`` ``--fresh`` (ignore what an earlier run checkpointed) and
+  ``--plot-from`` (:func:`replot`). A script adds its own.
   """
   p = argparse.ArgumentParser(description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,6 +142,11 @@ def parser(description: str, *, quick: "str | None" = QUICK_HELP, out_dir: bool 
     p.add_argument("--no-plot", action="store_true", help=no_plot)
   if xla_workaround is not None:
     p.add_argument("--no-xla-workaround", action="store_true", help=xla_workaround)
+  if resumable:
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore groups checkpointed by an earlier run in --out-dir")
+    p.add_argument("--plot-from", type=pathlib.Path, default=None,
+                   help="only redraw the plot of this JSON (as the same name with .png)")
   return p
 
 
@@ -226,6 +233,16 @@ def save_figure(fig, path, dpi: int = 110) -> None:
   fig.savefig(path, dpi=dpi)
   plt.close(fig)
   print(f"wrote {path}")
+
+
+def write_and_plot(out_dir, name: str, record: dict, plot, no_plot: bool) -> pathlib.Path:
+  """Writes ``record`` to ``out_dir/name.json`` and, unless ``no_plot``, draws
+  ``plot(the record as read back, out_dir/name.png)``; returns the JSON's path."""
+  json_path = pathlib.Path(out_dir) / f"{name}.json"
+  write_json(json_path, jsonable(record))
+  if not no_plot:
+    plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
+  return json_path
 
 
 def replot(plot_from, plot) -> bool:

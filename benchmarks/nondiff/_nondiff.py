@@ -279,6 +279,27 @@ def error_of(logits: jax.Array, y: jax.Array) -> jax.Array:
 # Methods and the loop
 
 
+#: Adam's learning rate in the comparisons (full batch).
+ADAM_LR = 1e-2
+
+
+class Net(NamedTuple):
+  """The binary-weight MLP of ``amc_jax.examples.binary`` with one activation:
+  its logits, cross-entropy and training error."""
+
+  predict: Callable
+  cross_entropy: Callable
+  error: Callable
+
+
+def binary_net(activation: Callable) -> Net:
+  def predict(p, x):
+    return binary.apply(p, x, activation=activation)
+
+  return Net(predict, lambda p, x, y: cross_entropy_of(predict(p, x), y),
+             lambda p, x, y: error_of(predict(p, x), y))
+
+
 class Method(NamedTuple):
   """One way of training one net.
 
@@ -542,3 +563,12 @@ def run_experiment(name: str, title: str, args: argparse.Namespace,
   if not args.no_plot:
     plot(args.out_dir / f"nondiff_{name}{suffix}.png", title, groups)
   return result
+
+
+def main(name: str, title: str, doc: str, methods_for: Callable, argv=None,
+         datasets: Sequence[str] = ("digits",)):
+  """A script's ``main``: parse (described by ``doc``'s first line), set up,
+  run ``methods_for`` on ``datasets``."""
+  args = parser(doc.splitlines()[0]).parse_args(argv)
+  setup(args)
+  return run_experiment(name, title, args, methods_for, datasets)

@@ -24,18 +24,12 @@ import jax.numpy as jnp
 from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
-ADAM_LR = 1e-2
-
 
 def methods_for(data: nd.Data, args):
   layer_sizes = nd.sizes(data, (args.hidden,))
   mc_steps, gd_steps = nd.steps(data, args)
 
-  def predict(p, x):
-    return binary.apply(p, x, activation=jnp.tanh)
-
-  def cross_entropy(p, x, y):
-    return nd.cross_entropy_of(predict(p, x), y)
+  predict, cross_entropy, error = nd.binary_net(jnp.tanh)
 
   methods = []
   for name, levels in (("binary", binary.BINARY), ("ternary", binary.TERNARY)):
@@ -44,17 +38,14 @@ def methods_for(data: nd.Data, args):
         cross_entropy, predict, nd.grid_amc(levels), True, mc_steps, levels=levels,
         description=nd.grid_amc_description(levels)))
     methods.append(nd.latent_weights_method(
-        f"BinaryConnect, {name}", predict, predict, levels, gd_steps, ADAM_LR,
-        description=f"optax.adam({ADAM_LR:g}) on latent weights in [-1, 1] (clipped), quantised "
+        f"BinaryConnect, {name}", predict, predict, levels, gd_steps, nd.ADAM_LR,
+        description=f"optax.adam({nd.ADAM_LR:g}) on latent weights in [-1, 1] (clipped), quantised "
                     f"to {levels} forward, identity backward (STE)"))
   return methods, layer_sizes
 
 
 def main(argv=None):
-  args = nd.parser(__doc__.splitlines()[0]).parse_args(argv)
-  nd.setup(args)
-  return nd.run_experiment("binary_weights", "binary / ternary weights", args, methods_for,
-                           ("digits",))
+  return nd.main("binary_weights", "binary / ternary weights", __doc__, methods_for, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 from benchmarks.nondiff import _nondiff as nd
 from amc_jax.examples import binary
 
-ADAM_LR = 1e-2
 
 
 def methods_for(data: nd.Data, args):
@@ -26,14 +25,7 @@ def methods_for(data: nd.Data, args):
   mc_steps, gd_steps = nd.steps(data, args)
   levels = binary.BINARY
 
-  def predict(p, x):
-    return binary.apply(p, x, activation=binary.sign)
-
-  def cross_entropy(p, x, y):
-    return nd.cross_entropy_of(predict(p, x), y)
-
-  def error(p, x, y):
-    return nd.error_of(predict(p, x), y)
+  predict, cross_entropy, error = nd.binary_net(binary.sign)
 
   return [
       nd.Method("aMC, cross-entropy", binary.init_params, cross_entropy, predict,
@@ -44,17 +36,14 @@ def methods_for(data: nd.Data, args):
                 description=f"{nd.grid_amc_description(levels)}, on the training error"),
       nd.latent_weights_method(
           "BinaryNet (Adam + STE)", lambda p, x: binary.apply(p, x, activation=nd.sign_ste),
-          predict, levels, gd_steps, ADAM_LR,
-          description=f"optax.adam({ADAM_LR:g}) on latent weights in [-1, 1] (clipped); "
+          predict, levels, gd_steps, nd.ADAM_LR,
+          description=f"optax.adam({nd.ADAM_LR:g}) on latent weights in [-1, 1] (clipped); "
                       "sign weights and units forward; identity / hard-tanh STE backward"),
   ], layer_sizes
 
 
 def main(argv=None):
-  args = nd.parser(__doc__.splitlines()[0]).parse_args(argv)
-  nd.setup(args)
-  return nd.run_experiment("fully_discrete", "binary weights + sign units", args, methods_for,
-                           ("digits",))
+  return nd.main("fully_discrete", "binary weights + sign units", __doc__, methods_for, argv)
 
 
 if __name__ == "__main__":

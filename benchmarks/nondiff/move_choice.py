@@ -30,11 +30,7 @@ def methods_for(data: nd.Data, args):
   layer_sizes = nd.sizes(data, (args.hidden,))
   steps = args.mc_steps or (200 if args.quick else 10_000)
 
-  def predict(p, x):
-    return binary.apply(p, x, activation=binary.sign)
-
-  def cross_entropy(p, x, y):
-    return nd.cross_entropy_of(predict(p, x), y)
+  predict, cross_entropy, error = nd.binary_net(binary.sign)
 
   def method(name, make, description):
     return nd.Method(name, nd.init_real, cross_entropy, predict, make, True, steps,
@@ -57,10 +53,7 @@ def methods_for(data: nd.Data, args):
 
 
 def main(argv=None):
-  args = nd.parser(__doc__.splitlines()[0]).parse_args(argv)
-  nd.setup(args)
-  return nd.run_experiment("move_choice", "aMC's move, sign-activation MLP", args, methods_for,
-                           ("digits",))
+  return nd.main("move_choice", "aMC's move, sign-activation MLP", __doc__, methods_for, argv)
 
 
 if __name__ == "__main__":

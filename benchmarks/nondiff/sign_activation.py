@@ -50,10 +50,8 @@ def methods_for(data: nd.Data, args):
 
 
 def main(argv=None):
-  args = nd.parser(__doc__.splitlines()[0]).parse_args(argv)
-  nd.setup(args)
-  return nd.run_experiment(
-      "sign_activation", "sign-activation MLP", args, methods_for, ("digits", "fmnist"))
+  return nd.main("sign_activation", "sign-activation MLP", __doc__, methods_for, argv,
+                 datasets=("digits", "fmnist"))
 
 
 if __name__ == "__main__":

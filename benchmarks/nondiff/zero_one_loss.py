@@ -20,9 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks.nondiff import _nondiff as nd
-from amc_jax.examples import binary
 
-ADAM_LR = 1e-2
 ANNEAL_EXAMPLES = 2.0  # T0 in units of one training example's error, 1/n
 
 
@@ -32,14 +30,7 @@ def methods_for(data: nd.Data, args):
   t0 = ANNEAL_EXAMPLES / len(data.y_train)
   schedule = optax.linear_schedule(t0, 0.0, int(0.8 * mc_steps))
 
-  def predict(p, x):
-    return binary.apply(p, x, activation=jnp.tanh)
-
-  def cross_entropy(p, x, y):
-    return nd.cross_entropy_of(predict(p, x), y)
-
-  def error(p, x, y):
-    return nd.error_of(predict(p, x), y)
+  predict, cross_entropy, error = nd.binary_net(jnp.tanh)
 
   amc = nd.sparse_amc
   common = nd.SPARSE_AMC
@@ -52,23 +43,20 @@ def methods_for(data: nd.Data, args):
                             "steps, on the training error"),
       nd.Method("aMC, cross-entropy", nd.init_real, cross_entropy, predict, amc, True, mc_steps,
                 description=f"{common}, T = 0, on the cross-entropy"),
-      nd.Method(f"Adam {ADAM_LR:g}, cross-entropy", nd.init_real, cross_entropy, predict,
-                lambda seed: optax.adam(ADAM_LR), False, gd_steps,
-                description=f"optax.adam({ADAM_LR:g}), full batch, on the cross-entropy"),
+      nd.Method(f"Adam {nd.ADAM_LR:g}, cross-entropy", nd.init_real, cross_entropy, predict,
+                lambda seed: optax.adam(nd.ADAM_LR), False, gd_steps,
+                description=f"optax.adam({nd.ADAM_LR:g}), full batch, on the cross-entropy"),
       # The control: the gradient of the 0-1 loss is zero almost everywhere,
       # so Adam on it never leaves the initial net.
-      nd.Method(f"Adam {ADAM_LR:g}, 0-1 loss", nd.init_real, error, predict,
-                lambda seed: optax.adam(ADAM_LR), False, gd_steps,
-                description=f"optax.adam({ADAM_LR:g}), full batch, on the training error "
+      nd.Method(f"Adam {nd.ADAM_LR:g}, 0-1 loss", nd.init_real, error, predict,
+                lambda seed: optax.adam(nd.ADAM_LR), False, gd_steps,
+                description=f"optax.adam({nd.ADAM_LR:g}), full batch, on the training error "
                             "(its gradient is 0 almost everywhere)"),
   ], layer_sizes
 
 
 def main(argv=None):
-  args = nd.parser(__doc__.splitlines()[0]).parse_args(argv)
-  nd.setup(args)
-  return nd.run_experiment("zero_one_loss", "0-1 loss, tanh MLP", args, methods_for,
-                           ("digits",))
+  return nd.main("zero_one_loss", "0-1 loss, tanh MLP", __doc__, methods_for, argv)
 
 
 if __name__ == "__main__":

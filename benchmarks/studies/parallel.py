@@ -126,15 +126,11 @@ PA_STAGES = 10
 CLONING_ROUNDS = 20
 RE_T_RANGE = (1e-6, 1e-2)  # x the initial loss
 
+QUICK_HELP = "smoke test: tiny problems and budgets, one seed, XLA optimisation level 0"
+
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--quick", action="store_true",
-                 help="smoke test: tiny problems and budgets, one seed, XLA optimisation level 0")
-  p.add_argument("--out-dir", type=pathlib.Path, default=_paper.OUT)
-  p.add_argument("--fresh", action="store_true",
-                 help="ignore groups checkpointed by an earlier run in --out-dir")
+  p = _common.parser(__doc__, quick=QUICK_HELP, resumable=True)
   p.add_argument("--problems", nargs="+", choices=PROBLEMS, default=None,
                  help="(full: all; quick: sine)")
   p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -159,9 +155,6 @@ def parse_args(argv=None):
                       "default on with --quick only)")
   p.add_argument("--blas-threads", type=int, default=1,
                  help="OPENBLAS_NUM_THREADS for CMA-ES's eigh (0: leave it alone)")
-  p.add_argument("--no-plot", action="store_true")
-  p.add_argument("--plot-from", type=pathlib.Path, default=None,
-                 help="only redraw the plot of this JSON (as the same name with .png)")
   args = p.parse_args(argv)
   full = dict(seeds=3, es_popsize=128, budget_sine=80000, budget_deep=20000, budget_rnn=8000,
               depth=32, rnn_sequences=128, rnn_length=64, rnn_hidden=32, rows=50, cost_repeats=7,
@@ -748,18 +741,13 @@ def plot(record: dict, path: pathlib.Path) -> None:
   _common.save_figure(fig, path)
 
 
-# ---------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------
-
-
 def main(argv=None):
   args = parse_args(argv)
   if _common.replot(args.plot_from, plot):
     return None
+  commit = library_commit()
   run = _common.start(args)  # load average, --quick compile, the XLA:CPU workaround
   t_start, load_start, workaround = run.start, run.load_start, run.workaround
-  commit = library_commit()
   if args.blas_threads > 0:  # read when CMA-ES's first eigh loads OpenBLAS
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
   import jax
@@ -840,10 +828,7 @@ def main(argv=None):
       "table": table,
       "groups": groups,
   }
-  json_path, png_path = out_dir / f"{NAME}.json", out_dir / f"{NAME}.png"
-  _common.write_json(json_path, _common.jsonable(record))
-  if not args.no_plot:
-    plot(json.loads(json_path.read_text()), png_path)
+  _common.write_and_plot(out_dir, NAME, record, plot, args.no_plot)
   shutil.rmtree(partial_dir, ignore_errors=True)
   print(f"total {wall:.0f}s this invocation, {record['wall_s_groups_total']:.0f}s in the groups")
   return record

@@ -71,7 +71,6 @@ the plot of a JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -97,15 +96,11 @@ THRESHOLD_FACTOR = 2.0  # deep net: threshold = 2 x the Gaussian's median final 
 MOVE_COLORS = {"gaussian": "k", "orthogonal": "tab:red", "sparse": "tab:blue",
                "layerwise": "tab:green"}
 
+QUICK_HELP = "smoke test: tiny configuration, one chain, XLA optimisation level 0"
+
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--quick", action="store_true",
-                 help="smoke test: tiny configuration, one chain, XLA optimisation level 0")
-  p.add_argument("--out-dir", type=pathlib.Path, default=_paper.OUT)
-  p.add_argument("--fresh", action="store_true",
-                 help="ignore groups checkpointed by an earlier run in --out-dir")
+  p = _common.parser(__doc__, quick=QUICK_HELP, resumable=True)
   p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
   p.add_argument("--moves", nargs="+", choices=MOVES, default=list(MOVES))
   p.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
@@ -118,9 +113,6 @@ def parse_args(argv=None):
   p.add_argument("--deep-steps", type=int, default=None, help="(full 10000, quick 40)")
   p.add_argument("--depth", type=int, default=None, help="deep net depth (full 32, quick 4)")
   p.add_argument("--deep-log-every", type=int, default=None, help="(full 100, quick 20)")
-  p.add_argument("--no-plot", action="store_true")
-  p.add_argument("--plot-from", type=pathlib.Path, default=None,
-                 help="only redraw the plot of this JSON (as the same name with .png)")
   args = p.parse_args(argv)
   full = dict(seeds=4, rnn_steps=6000, rnn_eval_every=100, deep_steps=10000, depth=32,
               deep_log_every=100)
@@ -616,10 +608,7 @@ def main(argv=None):
       "table": table,
       "groups": groups,
   }
-  json_path, png_path = out_dir / f"{NAME}.json", out_dir / f"{NAME}.png"
-  _common.write_json(json_path, _common.jsonable(record))
-  if not args.no_plot:
-    plot(json.loads(json_path.read_text()), png_path)
+  _common.write_and_plot(out_dir, NAME, record, plot, args.no_plot)
   partial_path.unlink(missing_ok=True)
   print(f"total {wall:.0f}s this invocation, {record['wall_s_groups_total']:.0f}s in the groups")
   return record
