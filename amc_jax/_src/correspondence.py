@@ -33,7 +33,6 @@ import optax
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble
-from amc_jax._src import state as state_lib
 
 PyTree = Any
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp

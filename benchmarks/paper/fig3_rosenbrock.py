@@ -19,7 +19,6 @@ still at f ~ 1).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -47,7 +46,6 @@ def first_below(f, threshold):
 
 
 def run(args):
-  import jax
   import jax.numpy as jnp
   import amc_jax
 

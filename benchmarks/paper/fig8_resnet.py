@@ -47,7 +47,6 @@ backend optimisation off.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -121,7 +120,6 @@ def load(args):
 def gaussian_init(params, key, std):
   """Every kernel and the Dense bias ~ N(0, std^2); layer-norm scales 1, biases 0."""
   import jax
-  import jax.numpy as jnp
 
   leaves, tree = jax.tree_util.tree_flatten_with_path(params)
   keys = jax.random.split(key, len(leaves))

@@ -31,13 +31,10 @@ that finish in minutes there.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import optax
 
 import amc_jax
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import sys
 
 import jax

@@ -43,7 +43,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import amc_jax
 
