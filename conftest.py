@@ -31,7 +31,7 @@ def x64():
 # End-to-end runs: each starts fresh Python processes (benchmarks and paper
 # scripts in small configurations, the notebooks, the docs build, multi-process
 # sharding). CI runs them; `pytest -m "not slow"` skips them for local work.
-_END_TO_END_FILES = ("test_benchmarks_speed.py", "test_benchmarks_studies.py",
+_END_TO_END_FILES = ("test_benchmarks_speed.py", "test_benchmarks_studies.py", "test_benchmarks_control.py",
                      "test_benchmarks_paper.py", "test_notebooks.py", "test_docs.py")
 _END_TO_END_TESTS = ("test_example_two_processes_match_one",)
 
