@@ -304,8 +304,8 @@ def main(argv=None):
   args = parse_args(argv)
   if _common.replot(args.plot_from, plot):
     return None
-  run = _common.start(args)
   partial = args.out_dir / f"{NAME}_partial.json"
+  run = _common.start(args)
   record = {} if args.fresh or not partial.exists() else json.loads(partial.read_text())
   record["config"] = {k: v for k, v in vars(args).items()
                       if k not in ("out_dir", "fresh", "no_plot", "plot_from")}
