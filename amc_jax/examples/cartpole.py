@@ -48,28 +48,35 @@ def environment():
   return gymnax.make("CartPole-v1")
 
 
-def policy_network(hidden: int = 16):
-  """The policy: observations -> tanh(Dense(hidden)) -> logits of the 2 actions."""
+def policy_network(hidden: int = 16, outputs: int = 2):
+  """The policy: observations -> tanh(Dense(hidden)) -> Dense(outputs) (the
+  logits of CartPole's 2 actions)."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
 
   class Policy(nn.Module):
     @nn.compact
     def __call__(self, obs):
-      return nn.Dense(2)(jnp.tanh(nn.Dense(hidden)(obs)))
+      return nn.Dense(outputs)(jnp.tanh(nn.Dense(hidden)(obs)))
 
   return Policy()
 
 
-def episode_return(env, env_params, policy, params, key: jax.Array) -> jax.Array:
-  """The undiscounted return of one greedy episode from ``key``: the sum of
-  the rewards up to the first termination or truncation (500 steps)."""
+def greedy(policy):
+  """``act(params, obs)``: the action of highest logit."""
+  return lambda params, obs: jnp.argmax(policy.apply(params, obs))
+
+
+def episode_return(env, env_params, act, params, key: jax.Array) -> jax.Array:
+  """The undiscounted return of one episode of any gymnax environment from
+  ``key``, acting with ``act(params, obs)``: the sum of the rewards up to the
+  first termination or truncation (a ``lax.scan`` over the horizon)."""
   reset_key, step_key = jax.random.split(key)
   obs, state = env.reset(reset_key, env_params)
 
   def body(carry, k):
     obs, state, ret, done = carry
-    action = jnp.argmax(policy.apply(params, obs))
-    obs, state, reward, terminated, truncated, _ = env.step(k, state, action, env_params)
+    obs, state, reward, terminated, truncated, _ = env.step(k, state, act(params, obs),
+                                                            env_params)
     ret = ret + jnp.where(done, 0.0, reward)
     return (obs, state, ret, done | terminated | truncated), None
 
@@ -79,12 +86,15 @@ def episode_return(env, env_params, policy, params, key: jax.Array) -> jax.Array
   return ret
 
 
-def mean_return(env, env_params, policy, params, key: jax.Array, episodes: int) -> jax.Array:
+def returns(env, env_params, act, params, keys: jax.Array) -> jax.Array:
+  """The returns of the episodes from ``keys``, vmapped."""
+  return jax.vmap(episode_return, in_axes=(None, None, None, None, 0))(
+      env, env_params, act, params, keys)
+
+
+def mean_return(env, env_params, act, params, key: jax.Array, episodes: int) -> jax.Array:
   """The mean return over ``episodes`` episodes, keys ``jax.random.split(key, episodes)``."""
-  keys = jax.random.split(key, episodes)
-  returns = jax.vmap(episode_return, in_axes=(None, None, None, None, 0))(
-      env, env_params, policy, params, keys)
-  return jnp.mean(returns)
+  return jnp.mean(returns(env, env_params, act, params, jax.random.split(key, episodes)))
 
 
 class CartPoleResult(NamedTuple):
@@ -103,23 +113,23 @@ def train(steps: int = DEFAULT_STEPS, *, seed: int = 0, sigma0: float = DEFAULT_
   :data:`EVAL_EPISODES` episodes it never saw (keys from ``seed + 1000``)."""
   env, env_params = environment()
   policy = policy_network(hidden)
+  act = greedy(policy)
   params = policy.init(jax.random.key(seed), jnp.zeros(4))
   horizon = float(env_params.max_steps_in_episode)
 
   def loss(params, key):
-    return -mean_return(env, env_params, policy, params, key, episodes) / horizon
+    return -mean_return(env, env_params, act, params, key, episodes) / horizon
 
-  evaluate = jax.jit(lambda p, k: jax.vmap(
-      episode_return, in_axes=(None, None, None, None, 0))(env, env_params, policy, p, k))
+  evaluate = jax.jit(lambda p, k: returns(env, env_params, act, p, k))
   eval_keys = jax.random.split(jax.random.key(seed + 1000), EVAL_EPISODES)
   random_return = float(jnp.mean(evaluate(params, eval_keys)))
   tx = amc_jax.amc(sigma0, epsilon=epsilon, n_reset=n_reset, seed=seed)
   started = time.perf_counter()
   result = amc_jax.fit(tx, params, loss, steps=steps, key=seed, random_loss=True,
-                       chunk=min(chunk, steps), log_every=min(chunk, steps), progress=False)
+                       chunk=min(chunk, steps), progress=False)
   seconds = time.perf_counter() - started
-  returns = np.asarray(evaluate(result.params, eval_keys))
-  return CartPoleResult(result.params, result.history, returns, random_return, seconds)
+  eval_returns = np.asarray(evaluate(result.params, eval_keys))
+  return CartPoleResult(result.params, result.history, eval_returns, random_return, seconds)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> CartPoleResult:
@@ -132,10 +142,10 @@ def main(argv: Optional[Sequence[str]] = None) -> CartPoleResult:
   args = parser.parse_args(argv)
   amc_jax.use_xla_cpu_workaround()
   r = train(args.steps, seed=args.seed, sigma0=args.sigma0, episodes=args.episodes)
-  returns = [round(-float(u) * 500) for u in r.history["loss"]]
+  curve = [round(-float(u) * 500) for u in r.history["loss"]]
   print(f"aMC on CartPole-v1 (gymnax), {args.steps} steps x {args.episodes} episodes,"
         f" {r.seconds:.1f} s (compilation included)")
-  print(f"training returns every {args.steps // len(returns)} steps: {returns}")
+  print(f"training returns every {args.steps // len(curve)} steps: {curve}")
   mean = float(np.mean(r.eval_returns))
   print(f"mean return over {EVAL_EPISODES} evaluation episodes: {mean:.1f}"
         f" (random initial policy {r.random_policy_return:.1f});"

@@ -77,10 +77,11 @@ def parse_args(argv=None):
 
 def make_problem(env_name: str, episodes: int):
   """``(init(seed) -> params, loss(params, key), evaluate(params) -> mean return, horizon)``."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import gymnax  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from amc_jax.examples import cartpole  # pylint: disable=import-outside-toplevel
 
   env, env_params = gymnax.make(env_name)
   horizon = int(env_params.max_steps_in_episode)
@@ -89,34 +90,14 @@ def make_problem(env_name: str, episodes: int):
   outputs = int(space.n) if discrete else 1
   obs_dim = env.observation_space(env_params).shape[0]
 
-  class Policy(nn.Module):
-    @nn.compact
-    def __call__(self, obs):
-      return nn.Dense(outputs)(jnp.tanh(nn.Dense(16)(obs)))
-
-  policy = Policy()
+  policy = cartpole.policy_network(16, outputs)
 
   def act(params, obs):
     out = policy.apply(params, obs)
     return jnp.argmax(out) if discrete else float(space.high) * jnp.tanh(out)
 
-  def episode(params, key):
-    reset_key, step_key = jax.random.split(key)
-    obs, state = env.reset(reset_key, env_params)
-
-    def body(carry, k):
-      obs, state, ret, done = carry
-      obs, state, reward, terminated, truncated, _ = env.step(k, state, act(params, obs),
-                                                              env_params)
-      ret = ret + jnp.where(done, 0.0, reward)
-      return (obs, state, ret, done | terminated | truncated), None
-
-    init = (obs, state, jnp.zeros([], jnp.float32), jnp.zeros([], bool))
-    (_, _, ret, _), _ = jax.lax.scan(body, init, jax.random.split(step_key, horizon))
-    return ret
-
   def mean_return(params, key, n):
-    return jnp.mean(jax.vmap(episode, in_axes=(None, 0))(params, jax.random.split(key, n)))
+    return cartpole.mean_return(env, env_params, act, params, key, n)
 
   def loss(params, key):
     return -mean_return(params, key, episodes)
@@ -154,7 +135,8 @@ def run_amc(problem, tx, seed, budget, rows, episodes, evals_per_step):
 def make_es(kind, params):
   """An evosax 0.3 strategy for ``params`` (the mean starts there) and its call, as text."""
   import optax  # pylint: disable=import-outside-toplevel
-  from evosax.algorithms import CMA_ES, PGPE, SNES, Open_ES  # pylint: disable=import-outside-toplevel
+  from evosax.algorithms import (  # pylint: disable=import-outside-toplevel
+      CMA_ES, PGPE, SNES, Open_ES)
 
   if kind == "OpenES":
     es = Open_ES(POPULATION, params, optimizer=optax.adam(0.05),
