@@ -33,6 +33,7 @@ import optax
 from amc_jax._src import amc as amc_lib
 from amc_jax._src import base
 from amc_jax._src import ensemble
+from amc_jax._src import fit as fit_lib
 
 PyTree = Any
 
@@ -312,7 +313,8 @@ def correspondence(
     data: optional pytree of arrays passed to ``loss_fn`` as an argument of
       the compiled function (better than closing over large constants).
     seed: int or key: chain ``k`` gets key ``k`` of ``jax.random.split``.
-    progress: optional callable given a line of text after every record.
+    progress: optional callable given a line of text (t and Delta) after
+      every record, as the run goes.
 
   Returns:
     A :class:`CorrespondenceResult` of NumPy arrays.
@@ -341,16 +343,15 @@ def correspondence(
   gd = _gd_records(gd_tx, params, value, data, gd_per_record, n_records)
   gd_dev = [np.asarray(_flat(p, 0) - x0, np.float64) for p in gd["params"]]
 
-  def on_record(r, row, acceptance):
+  def on_record(r, row):
     if progress is not None:
       delta = np.mean(np.square(gd_dev[r] - row["mean_dev"]))
-      progress(f"record {r}/{n_records}: t = {r * per_record * tau:.4g},"
-               f" Delta = {delta:.3g}, acceptance = {acceptance:.3f}")
+      progress(f"record {r}/{n_records}: t = {r * per_record * tau:.4g}, Delta = {delta:.3g}")
 
-  mc = _mc_records(amc_lib.metropolis(sigma, t, seed=0), params, value, data, seed,
+  mc = _mc_records(amc_lib.metropolis(sigma, t, seed=0), params, x0, value, data, seed,
                    n_chains=n_chains, per_record=per_record, n_records=n_records,
                    n_kept=n_kept, on_record=on_record)
-  return _result(mc, gd, gd_dev, params, tau=tau, per_record=per_record,
+  return _result(mc, gd, gd_dev, params, x0, tau=tau, per_record=per_record,
                  gd_per_record=gd_per_record, ratio=ratio, alpha=alpha, n_chains=n_chains,
                  n_kept=n_kept)
 
@@ -390,8 +391,6 @@ def _gradient_schedule(tau, learning_rate, per_record):
 
 def _fit(tx, params, value, data, *, steps, per_record, eval_fn, **kwargs):
   """``amc_jax.fit`` in full batch, one chunk and one evaluation per record."""
-  from amc_jax._src import fit as fit_lib  # fit is the loop above this module's analysis
-
   loss = (lambda p, d: value(p, d)) if data is not None else (lambda p: value(p, None))
   return fit_lib.fit(tx, params, loss, data, steps=steps, chunk=per_record,
                      log_every=per_record, eval_fn=eval_fn, eval_every=per_record,
@@ -413,12 +412,11 @@ def _gd_records(gd_tx, params, value, data, gd_per_record, n_records):
           "loss": np.asarray([loss for _, loss in records])}
 
 
-def _mc_records(tx, params, value, data, seed, *, n_chains, per_record, n_records, n_kept,
+def _mc_records(tx, params, x0, value, data, seed, *, n_chains, per_record, n_records, n_kept,
                 on_record):
   """The ensemble of chains through :func:`amc_jax.fit`: at every record the
   mean deviation from the common start, the variance summed over params, the
-  kept chains, each chain's loss and the acceptance."""
-  x0 = _flat(params, 0)
+  kept chains, each chain's loss and the acceptance. ``x0``: ``params`` flat."""
 
   @jax.jit
   def summary(ens_params):
@@ -432,29 +430,27 @@ def _mc_records(tx, params, value, data, seed, *, n_chains, per_record, n_record
       lambda x: jnp.broadcast_to(jnp.asarray(x), (n_chains,) + jnp.shape(x)), params)
   first = jax.device_get(summary(ens_params))
   first_loss = np.full(n_chains, np.asarray(jax.jit(value)(params, data)))
-  on_record(0, first, float("nan"))
+  on_record(0, first)
   rows = []
 
-  def record(ens_params):
+  def record(ens_params):  # fit's eval_fn, between chunks: the run's progress
     rows.append(jax.device_get(summary(ens_params)))
-    return None
+    on_record(len(rows), rows[-1])
 
   result = _fit(tx, ens_params, value, data, steps=per_record * n_records,
                 per_record=per_record, eval_fn=record, n_chains=n_chains,
                 opt_state=ensemble.init_ensemble(tx, ens_params, seed), donate=True)
   acceptance = np.concatenate([[np.nan], np.mean(result.history["acceptance"], axis=1)])
-  for r, row in enumerate(rows):
-    on_record(r + 1, row, float(acceptance[r + 1]))
   losses = np.concatenate([first_loss[None], result.history["loss"]])
   return {"rows": [first] + rows, "loss": losses, "acceptance": acceptance}
 
 
-def _result(mc, gd, gd_dev, params, *, tau, per_record, gd_per_record, ratio, alpha, n_chains,
+def _result(mc, gd, gd_dev, params, x0, *, tau, per_record, gd_per_record, ratio, alpha, n_chains,
             n_kept):
   """The :class:`CorrespondenceResult` of the records."""
   n = len(mc["rows"])
   mean_dev = np.stack([np.asarray(row["mean_dev"], np.float64) for row in mc["rows"]])
-  x0 = np.asarray(_flat(params, 0), np.float64)
+  x0 = np.asarray(x0, np.float64)
   dtype = np.asarray(mc["rows"][0]["mean_dev"]).dtype
   stack = lambda trees: jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trees)
   losses = np.asarray(mc["loss"], np.float64)
