@@ -650,6 +650,35 @@ def test_random_loss_fit_is_common_random_numbers_and_converges():
   assert min(wrong) > 2 * max(right), (right, wrong)
 
 
+def test_random_loss_population_steps_its_coupled_chains_on_one_key():
+  """population(amc) through fit(random_loss=True): the M coupled chains see
+  the same episodes at each step (so cloning compares like with like) and fit
+  is the hand loop with value_fn on fold_in(fold_in(key, 0), t), bit for bit.
+  n_chains on a coupled transformation is refused, naming the fix."""
+  m, steps = 4, 300
+  tx = amc_jax.population(amc_jax.amc(0.1, epsilon=0.0, n_reset=20, seed=0, minibatch=True),
+                          every=10, fraction=0.25, seed=0)
+  params = {"x": jnp.zeros((m, D_NOISY))}
+  result = amc_jax.fit(tx, params, noisy_loss, steps=steps, key=0, random_loss=True,
+                       chunk=100, log_every=100, progress=False)
+  data_key = jax.random.fold_in(jax.random.key(0), 0)
+
+  def body(carry, t):
+    params, state = carry
+    k = jax.random.fold_in(data_key, t)
+    updates, state = tx.update(None, state, params, value_fn=lambda p: noisy_loss(p, k))
+    return (optax.apply_updates(params, updates), state), None
+
+  hand, state = jax.jit(lambda p, s: jax.lax.scan(body, (p, s), jnp.arange(steps))[0])(
+      params, tx.init(params))
+  chex.assert_trees_all_equal(result.params, hand)
+  assert int(state.n_cloned) == int(result.opt_state.n_cloned) == steps // 10
+  assert result.history["loss"].shape == (3, m)
+  assert result.best_chain == int(np.argmin(result.history["loss"][-1]))
+  with pytest.raises(ValueError, match="couples its chains itself.*no n_chains"):
+    amc_jax.fit(tx, params, noisy_loss, steps=100, n_chains=m, random_loss=True, **KW)
+
+
 def test_random_loss_is_validated():
   with pytest.raises(ValueError, match="takes no data"):
     amc_jax.fit(TX, PARAMS, loss_fn, DATA, steps=100, random_loss=True, **KW)

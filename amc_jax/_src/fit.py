@@ -578,7 +578,10 @@ def fit(
       ``jax.random.fold_in(key, 2)``.
     opt_state: state to start from (e.g. ``FitResult.opt_state`` of an earlier
       call); default ``tx.init(params)`` (or the ensemble initialisation).
-    n_chains: run an ensemble of this many independent chains.
+    n_chains: run an ensemble of this many independent chains. Not for a
+      transformation that couples its chains (:func:`~amc_jax.population`,
+      :func:`~amc_jax.replica_exchange`): give it params with the chain axis
+      and no ``n_chains``.
     progressive: a :class:`ProgressiveBatching` (needs ``data``, excludes
       ``batch_size``): start on a fixed minibatch and grow it as the error on
       it falls. Checked every ``chunk`` steps. Gradient optimizers grow the
@@ -768,6 +771,7 @@ def _prepare(tx, params, opt_state, n_chains, init_key, donate):
     else:
       params = own(params)
     _check_chain_axis(params, n_chains)
+    _check_not_coupled(tx, params, opt_state)
   elif callable(params):
     params = params(init_key)
   else:
@@ -777,6 +781,23 @@ def _prepare(tx, params, opt_state, n_chains, init_key, donate):
   else:
     opt_state = own(opt_state)
   return params, opt_state, ensemble
+
+
+def _check_not_coupled(tx, params: PyTree, opt_state: PyTree) -> None:
+  """``n_chains`` vmaps independent chains; a coupled transformation
+  (:func:`~amc_jax.population`, :func:`~amc_jax.replica_exchange`) steps its
+  own chain axis, so the two do not combine."""
+  if opt_state is None:
+    try:
+      opt_state = jax.eval_shape(tx.init, params)
+    except (ValueError, TypeError):  # a per-chain init that rejects the chain axis
+      return
+  if replicas_lib.is_coupled_state(opt_state):
+    raise ValueError(
+        "n_chains vmaps independent chains, but tx couples its chains itself"
+        " (population, replica_exchange, population_annealing): pass params with"
+        " the leading chain axis and no n_chains; fit steps the coupled chains as one."
+    )
 
 
 class _Feed(NamedTuple):
