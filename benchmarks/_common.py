@@ -254,6 +254,19 @@ def replot(plot_from, plot) -> bool:
   return True
 
 
+def value_at(costs, values, budget: float):
+  """``(value, ended_early)``: ``values`` at the last checkpoint whose cost
+  (``costs``, increasing) is within ``budget``, and whether the run ended
+  before the budget (its final value then stands for it); ``(None, False)``
+  when the first checkpoint already costs more. The cell of a per-budget
+  "who is ahead" table."""
+  within = [i for i, c in enumerate(costs) if c <= budget]
+  if not within:
+    return None, False
+  i = within[-1]
+  return values[i], i == len(costs) - 1 and costs[-1] < budget
+
+
 def write_json(path, result: dict) -> None:
   """Writes ``result`` (with the machine added) as indented JSON, arrays inline."""
   out = pathlib.Path(path)

@@ -73,12 +73,7 @@ OUT = _common.OUT
 def at_budget(curve: dict, axis: str, budget: float) -> tuple[Optional[float], bool]:
   """Test accuracy at the last checkpoint with ``curve[axis] <= budget``, and
   whether the run ended before the budget (its final value is used)."""
-  costs, acc = curve[axis], curve["test_accuracy"]
-  within = [i for i, c in enumerate(costs) if c <= budget]
-  if not within:
-    return None, False
-  i = within[-1]
-  return acc[i], i == len(costs) - 1 and costs[-1] < budget
+  return _common.value_at(curve[axis], curve["test_accuracy"], budget)
 
 
 # ---------------------------------------------------------------------------
