@@ -518,6 +518,8 @@ def plot(record, path):
       axes[i][j].axhline(record["table"][env_name]["threshold"], color="0.5", ls=":")
       axes[i][j].set(xlabel=x, ylabel="evaluation return", title=env_name)
       axes[i][j].grid(alpha=0.3)
+    axes[1][j].set_xscale("symlog", linthresh=1.0)  # PPO's runs are 10x longer
+    axes[1][j].set_xlim(left=0)
   axes[0][0].legend(fontsize=7)
   fig.suptitle("controllers: evaluation return (64 fixed episodes), each seed one line")
   _common.save_figure(fig, path)
