@@ -66,6 +66,19 @@ def greedy(policy):
   return lambda params, obs: jnp.argmax(policy.apply(params, obs))
 
 
+def env_step(env, key: jax.Array, state, action, env_params):
+  """``(obs, state, reward, done)`` of one gymnax step, with ``done`` =
+  terminated or truncated: gymnax 1.0 returns ``(obs, state, reward,
+  terminated, truncated, info)``, 0.0.x ``(obs, state, reward, done, info)``
+  (pip picks 0.0.9 where 1.0 does not install, such as next to jax 0.12)."""
+  out = env.step(key, state, action, env_params)
+  if len(out) == 6:
+    obs, state, reward, terminated, truncated, _ = out
+    return obs, state, reward, terminated | truncated
+  obs, state, reward, done, _ = out
+  return obs, state, reward, done
+
+
 def episode_return(env, env_params, act, params, key: jax.Array) -> jax.Array:
   """The undiscounted return of one episode of any gymnax environment from
   ``key``, acting with ``act(params, obs)``: the sum of the rewards up to the
@@ -75,10 +88,9 @@ def episode_return(env, env_params, act, params, key: jax.Array) -> jax.Array:
 
   def body(carry, k):
     obs, state, ret, done = carry
-    obs, state, reward, terminated, truncated, _ = env.step(k, state, act(params, obs),
-                                                            env_params)
+    obs, state, reward, finished = env_step(env, k, state, act(params, obs), env_params)
     ret = ret + jnp.where(done, 0.0, reward)
-    return (obs, state, ret, done | terminated | truncated), None
+    return (obs, state, ret, done | finished), None
 
   steps = env_params.max_steps_in_episode
   init = (obs, state, jnp.zeros([], jnp.float32), jnp.zeros([], bool))

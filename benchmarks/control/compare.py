@@ -264,8 +264,9 @@ def run_es(problem, kind, seed, budget, rows, episodes):
 
 
 class _FiveTupleStep:
-  """A gymnax 1.0 environment with the 0.0.x ``step`` rejax 0.1 reads:
-  ``(obs, state, reward, done, info)``, ``done`` = terminated or truncated."""
+  """A gymnax environment with the 0.0.x ``step`` rejax 0.1 reads:
+  ``(obs, state, reward, done, info)``, ``done`` = terminated or truncated
+  (gymnax 1.0 returns both; 0.0.x passes through)."""
 
   def __init__(self, env):
     self.env = env
@@ -276,10 +277,11 @@ class _FiveTupleStep:
     return getattr(self.env, name)
 
   def step(self, key, state, action, params):
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-    obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
-    return obs, state, reward, jnp.logical_or(terminated, truncated), info
+    out = self.env.step(key, state, action, params)
+    if len(out) == 5:
+      return out
+    obs, state, reward, terminated, truncated, info = out
+    return obs, state, reward, terminated | truncated, info
 
   def reset(self, key, params):
     return self.env.reset(key, params)
