@@ -154,3 +154,26 @@ def test_cartpole_without_gymnax_says_what_to_install(monkeypatch):
   monkeypatch.setattr(builtins, "__import__", no_gymnax)
   with pytest.raises(ImportError, match=r"amc_jax\[control\]"):
     cartpole.environment()
+
+
+def test_cartpole_env_step_reads_both_gymnax_step_apis():
+  """gymnax 1.0 steps return (obs, state, reward, terminated, truncated,
+  info), 0.0.x (obs, state, reward, done, info): env_step gives done =
+  terminated or truncated for both (reading the 6-tuple as 0.0.x's, the
+  wrong variant, fails to unpack)."""
+  from amc_jax.examples import cartpole
+
+  class New:
+    def step(self, key, state, action, params):
+      return "o", state + 1, 1.0, jnp.array(False), jnp.array(action == 1), {}
+
+  class Old:
+    def step(self, key, state, action, params):
+      return "o", state + 1, 1.0, jnp.array(action == 1), {}
+
+  for env in (New(), Old()):
+    for action, done in ((0, False), (1, True)):
+      obs, state, reward, finished = cartpole.env_step(env, None, 0, action, None)
+      assert (obs, state, reward, bool(finished)) == ("o", 1, 1.0, done)
+  with pytest.raises(ValueError, match="too many values to unpack"):
+    obs, state, reward, done, _ = New().step(None, 0, 1, None)  # 0.0.x's reading
