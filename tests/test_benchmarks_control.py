@@ -95,3 +95,23 @@ def test_value_at_budget_and_the_method_ahead():
   assert compare.schedule(100, 5, 10) == (5, 2)
   assert compare.schedule(100, 20, 30) == (3, 1)
   assert compare.schedule(10, 5, 30) == (1, 1)  # at least one unit
+
+
+def test_a_minatar_game_trains_through_the_shared_policy():
+  """Breakout-MinAtar's 10x10x4 boolean observations go through the same
+  policy (flattened): an aMC run of the benchmark has its curves, returns
+  within the game's range (bricks, >= 0), and no threshold to solve."""
+  pytest.importorskip("gymnax")
+  import amc_jax  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from benchmarks.control import compare  # pylint: disable=import-outside-toplevel
+
+  with jax.numpy_dtype_promotion("standard"):  # gymnax's games mix dtypes, as users have it
+    problem = compare.make_problem("Breakout-MinAtar")
+    run = compare.run_amc(problem, amc_jax.amc(0.1, seed=0), 0, budget=32_000, rows=2,
+                          episodes=2, evals_per_step=2)
+  assert problem.horizon == 1000
+  assert run["env_steps"] == [0, 16_000, 32_000]  # 4 steps of 2 x 2 episodes x 1000
+  assert all(r >= 0.0 for r in run["eval_return"])
+  assert compare.solved_at(run, compare.ENVS["Breakout-MinAtar"][0]) == (None, None)
+  assert "Breakout-MinAtar" not in compare.PPO_CONFIGS  # run_all skips PPO there
