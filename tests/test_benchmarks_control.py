@@ -115,3 +115,4 @@ def test_a_minatar_game_trains_through_the_shared_policy():
   assert all(r >= 0.0 for r in run["eval_return"])
   assert compare.solved_at(run, compare.ENVS["Breakout-MinAtar"][0]) == (None, None)
   assert "Breakout-MinAtar" not in compare.PPO_CONFIGS  # run_all skips PPO there
+  assert problem.size == 400 * 16 + 16 + 16 * 3 + 3 > compare.CMA_MAX_PARAMS  # and CMA-ES
