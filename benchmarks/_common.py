@@ -267,6 +267,20 @@ def value_at(costs, values, budget: float):
   return values[i], i == len(costs) - 1 and costs[-1] < budget
 
 
+def medians_at(groups: dict, budget: float, cost, value) -> tuple[dict, dict]:
+  """The cells of one budget's row of a "who is ahead" table: per group (a
+  name and its runs), the median over its runs of :func:`value_at`
+  (``cost(run)``, ``value(run)``; None where no run has a checkpoint within
+  the budget), and whether any of those runs ended before the budget."""
+  medians, ended_early = {}, {}
+  for name, runs in groups.items():
+    found = [value_at(cost(r), value(r), budget) for r in runs]
+    values = [v for v, _ in found if v is not None]
+    medians[name] = statistics.median(values) if values else None
+    ended_early[name] = any(e for v, e in found if v is not None)
+  return medians, ended_early
+
+
 def write_json(path, result: dict) -> None:
   """Writes ``result`` (with the machine added) as indented JSON, arrays inline."""
   out = pathlib.Path(path)

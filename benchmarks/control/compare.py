@@ -210,7 +210,8 @@ def run_amc(problem, tx, seed, budget, rows, episodes, evals_per_step, chains=No
   params = problem.init(seed)
   if chains:
     params = jax.tree.map(lambda x: jnp.broadcast_to(x, (chains, *x.shape)), params)
-  rows, steps = schedule(budget, rows, (chains or 1) * evals_per_step * episodes * problem.horizon)
+  per_step = (chains or 1) * evals_per_step * episodes * problem.horizon
+  rows, steps = schedule(budget, rows, per_step)
 
   def advance(carry):
     params, state, _ = carry
@@ -222,9 +223,8 @@ def run_amc(problem, tx, seed, budget, rows, episodes, evals_per_step, chains=No
     params, _, best = carry
     return params if best is None else amc_jax.select_chain(params, best)
 
-  per_row = steps * (chains or 1) * evals_per_step * episodes * problem.horizon
   carry = (params, None, 0 if chains else None)
-  return record_run(advance, current, carry, problem.evaluate, rows, per_row)
+  return record_run(advance, current, carry, problem.evaluate, rows, steps * per_step)
 
 
 def make_es(kind, params):
@@ -254,7 +254,8 @@ def run_es(problem, kind, seed, budget, rows, episodes):
   es, own_episodes, call = make_es(kind, params)
   episodes = own_episodes or episodes
   es_params = es.default_params
-  rows, gens = schedule(budget, rows, es.population_size * episodes * problem.horizon)
+  per_gen = es.population_size * episodes * problem.horizon
+  rows, gens = schedule(budget, rows, per_gen)
 
   def generation(_, carry):
     state, key = carry
@@ -268,7 +269,7 @@ def run_es(problem, kind, seed, budget, rows, episodes):
   key = jax.random.key(seed)
   carry = (es.init(jax.random.fold_in(key, 1), params, es_params), key)
   out = record_run(advance, lambda c: es.get_mean(c[0]), carry, problem.evaluate, rows,
-                   gens * es.population_size * episodes * problem.horizon)
+                   gens * per_gen)
   out["call"] = call
   return out
 
@@ -324,8 +325,9 @@ def run_ppo(problem, seed, budget, rows):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   config = PPO_CONFIGS[problem.env_name]
-  rows, iterations = schedule(budget, rows, config["num_envs"] * config["num_steps"])
-  per_row = iterations * config["num_envs"] * config["num_steps"]
+  per_iteration = config["num_envs"] * config["num_steps"]
+  rows, iterations = schedule(budget, rows, per_iteration)
+  per_row = iterations * per_iteration
   ppo = make_ppo(problem.env_name, per_row)
   ts = ppo.init_state(jax.random.key(seed))
   ours = problem.init(seed)["params"]  # Dense_1: obs -> hidden, Dense_0: hidden -> out
@@ -436,14 +438,12 @@ def ahead(runs_by_method, axis, budgets):
   ended earlier), and the method ahead."""
   table = []
   for b in budgets:
-    row = {"budget": b, "median_return": {}, "ended_early": {}}
-    for name, runs in runs_by_method.items():
-      found = [_common.value_at(r[axis], r["eval_return"], b) for r in runs]
-      values = [v for v, _ in found if v is not None]
-      row["median_return"][name] = float(np.median(values)) if values else None
-      row["ended_early"][name] = any(e for v, e in found if v is not None)
-    scored = {m: v for m, v in row["median_return"].items() if v is not None}
-    leaders = [m for m, v in scored.items() if v == max(scored.values())]
+    medians, early = _common.medians_at(runs_by_method, b, lambda r: r[axis],
+                                        lambda r: r["eval_return"])
+    row = {"budget": b, "median_return": medians, "ended_early": early}
+    scored = {m: v for m, v in medians.items() if v is not None}
+    top = max(scored.values(), default=None)
+    leaders = [m for m, v in scored.items() if v == top]
     row["ahead"] = (leaders[0] if len(leaders) == 1 else " = ".join(leaders)
                     if len(leaders) <= 3 else f"{len(leaders)}-way tie")
     table.append(row)

@@ -437,21 +437,14 @@ def budgets(runs: list[dict], axis: str) -> list[float]:
 def summarise(runs: list[dict]) -> dict:
   """Per budget (evaluations and seconds): median test accuracy of each method and the winner."""
   methods = list(dict.fromkeys(r["method"] for r in runs))
+  by_method = {m: [r for r in runs if r["method"] == m] for m in methods}
   table = {}
   for axis in ("evaluations", "seconds"):
     rows = []
     for b in budgets(runs, axis):
-      row = {"budget": b, "accuracy": {}, "ended_early": {}}
-      for m in methods:
-        values, early = [], False
-        for r in runs:
-          if r["method"] == m:
-            acc, ended = at_budget(r["curve"], axis, b)
-            if acc is not None:
-              values.append(acc)
-              early = early or ended
-        row["accuracy"][m] = statistics.median(values) if values else None
-        row["ended_early"][m] = early
+      accuracy, early = _common.medians_at(by_method, b, lambda r, axis=axis: r["curve"][axis],
+                                           lambda r: r["curve"]["test_accuracy"])
+      row = {"budget": b, "accuracy": accuracy, "ended_early": early}
       scored = {m: a for m, a in row["accuracy"].items() if a is not None}
       row["best"] = max(scored, key=scored.get) if scored else None
       rows.append(row)

@@ -19,7 +19,6 @@ still at f ~ 1).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from benchmarks.paper import _paper

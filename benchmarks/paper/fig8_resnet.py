@@ -47,7 +47,6 @@ backend optimisation off.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from benchmarks.paper import _paper
